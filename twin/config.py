@@ -1,0 +1,115 @@
+"""Hydra schemas (structured configs) and the conversion from a config to model objects.
+
+The schemas are registered in Hydra's ConfigStore on import, so every config group's YAML
+starts from a typed schema: unknown keys and wrongly typed values are rejected by Hydra before
+any work starts, and the defaults live in exactly one place (the dataclasses and
+:data:`~twin.kinetics.PARAMETER_TABLE`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from ._errors import TwinInputError
+from .assays import AssayNoise
+from .kinetics import PARAMETER_TABLE, KineticParameters, ModelStructure, default_parameters
+from .process import Recipe
+from .process._downstream import Downstream
+from .simulate import SolverSettings
+
+ParametersConfig = dataclasses.make_dataclass(
+    "ParametersConfig",
+    [(spec.name, float, dataclasses.field(default=spec.default)) for spec in PARAMETER_TABLE],
+)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    parameters: Any = dataclasses.field(default_factory=ParametersConfig)
+    structure: ModelStructure = dataclasses.field(default_factory=ModelStructure)
+    solver: SolverSettings = dataclasses.field(default_factory=SolverSettings)
+
+
+def register_configs() -> None:
+    """Register the schemas (idempotent)."""
+    store = ConfigStore.instance()
+    for group, schema in (
+        ("model", ModelConfig),
+        ("recipe", Recipe),
+        ("downstream", Downstream),
+        ("noise", AssayNoise),
+    ):
+        store.store(group=group, name=f"{group}_schema", node=_writable(schema))
+
+
+def _writable(schema: type) -> DictConfig:
+    """The schema as a config node; frozen dataclasses (hashable settings) would otherwise be
+    read-only in Hydra, refusing overrides."""
+    node = OmegaConf.structured(schema)
+    _clear_readonly(node)
+    return node
+
+
+def _clear_readonly(node) -> None:
+    OmegaConf.set_readonly(node, False)
+    if isinstance(node, DictConfig):
+        for key in node:
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                _clear_readonly(child)
+
+
+register_configs()
+
+
+def _to_object(node: DictConfig, key: str):
+    try:
+        return OmegaConf.to_object(node)
+    except ValueError as error:  # raised by the dataclasses' own checks
+        raise TwinInputError(f"{key}: {error}") from None
+
+
+def parameters_from_config(cfg_parameters: DictConfig) -> KineticParameters:
+    """Kinetic parameters from ``model.parameters``, each checked against its transform's domain.
+
+    **Raises:** :class:`TwinInputError` naming ``model.parameters.<name>`` and the value.
+    """
+    values = {}
+    problems = []
+    for spec in PARAMETER_TABLE:
+        value = cfg_parameters[spec.name]
+        ok = math.isfinite(value) and (value > 0 if spec.transform == "log" else 0 < value < 1)
+        if not ok:
+            domain = "> 0" if spec.transform == "log" else "in (0, 1)"
+            problems.append(f"model.parameters.{spec.name}={value!r}: must be {domain}")
+        values[spec.name] = value
+    if problems:
+        raise TwinInputError(problems[0], problems=problems)
+    return default_parameters(**values)
+
+
+def model_from_config(
+    cfg_model: DictConfig,
+) -> tuple[KineticParameters, ModelStructure, SolverSettings]:
+    """``(parameters, structure, solver)`` from the ``model`` config group."""
+    params = parameters_from_config(cfg_model.parameters)
+    structure = _to_object(cfg_model.structure, "model.structure")
+    solver = _to_object(cfg_model.solver, "model.solver")
+    return params, structure, solver
+
+
+def recipe_from_config(cfg_recipe: DictConfig) -> Recipe:
+    return _to_object(cfg_recipe, "recipe")
+
+
+def downstream_from_config(cfg_downstream: DictConfig) -> Downstream:
+    return _to_object(cfg_downstream, "downstream")
+
+
+def noise_from_config(cfg_noise: DictConfig) -> AssayNoise:
+    return _to_object(cfg_noise, "noise")

@@ -1,0 +1,111 @@
+"""Figures used by the experiments and notebooks (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import xarray as xr  # noqa: E402
+
+EVENT_COLOURS = {
+    "activate": "tab:green",
+    "transduce": "tab:purple",
+    "exchange": "tab:blue",
+    "feed": "tab:cyan",
+    "sample": "0.8",
+    "harvest": "tab:red",
+}
+
+# (panel, variable, label, axis) for the batch figure; axis "right" uses a twin y-axis.
+_PANELS = (
+    (0, "viable_cells", "viable cells", "left"),
+    (0, "viable_car_pos_cells", "viable CAR+ cells", "left"),
+    (1, "viability", "viability", "left"),
+    (1, "memory_like_fraction", "memory-like fraction", "left"),
+    (2, "glucose_mM", "glucose (mM)", "left"),
+    (2, "lactate_mM", "lactate (mM)", "left"),
+    (2, "il2_IU_per_mL", "IL-2 (IU/mL)", "right"),
+    (3, "car_pos_fraction", "CAR+ fraction", "left"),
+    (3, "vcn_per_cell", "VCN per cell", "right"),
+    (3, "vcn_per_transduced_cell", "VCN per transduced cell", "right"),
+)
+_TITLES = ("Cells", "Viability and phenotype", "Metabolites and IL-2", "Transduction")
+
+
+def plot_batch(
+    dataset: xr.Dataset, measurements: pd.DataFrame | None = None, *, title: str | None = None
+) -> plt.Figure:
+    """Four panels of one batch (cells, viability, metabolites, %CAR+/VCN) with event markers.
+
+    ``measurements`` (long format: ``time_h, variable, value``, as in measurements.csv) are
+    overlaid as points on the matching curves.
+    """
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True, constrained_layout=True)
+    axes = axes.ravel()
+    right_axes = {}
+    colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3)
+    t = dataset["time_h"].values
+    for panel, name, label, side in _PANELS:
+        ax = axes[panel]
+        if side == "right":
+            if panel not in right_axes:
+                right_axes[panel] = axes[panel].twinx()
+            ax = right_axes[panel]
+        colour = next(colours)
+        ax.plot(t, dataset[name].values, color=colour, label=label)
+        if measurements is not None:
+            seen = measurements[measurements["variable"] == name]
+            if len(seen):
+                ax.plot(seen["time_h"], seen["value"], "o", color=colour, ms=4, mfc="none")
+    axes[0].set_yscale("log")
+    axes[0].set_ylim(bottom=0.01 * float(dataset["viable_cells"].max()))
+    axes[0].set_ylabel("cells")
+    axes[1].set_ylabel("fraction")
+    axes[1].set_ylim(0, 1.02)
+    axes[2].set_ylabel("mM")
+    right_axes[2].set_ylabel("IU/mL")
+    axes[3].set_ylabel("CAR+ fraction")
+    right_axes[3].set_ylabel("copies per cell")
+    for panel, ax in enumerate(axes):
+        ax.set_title(_TITLES[panel])
+        handles, labels = ax.get_legend_handles_labels()
+        if panel in right_axes:
+            h2, l2 = right_axes[panel].get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
+        ax.legend(handles, labels, fontsize=8, loc="best")
+        _mark_events(ax, dataset)
+    for ax in axes[2:]:
+        ax.set_xlabel("time since seed (h)")
+    event_legend(fig)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _mark_events(ax: plt.Axes, dataset: xr.Dataset) -> None:
+    if "event_time_h" not in dataset:
+        return
+    for time_h, operation in zip(
+        dataset["event_time_h"].values, dataset["operation"].values, strict=True
+    ):
+        colour = EVENT_COLOURS.get(str(operation))
+        if colour is not None:
+            ax.axvline(float(time_h), color=colour, lw=0.8, ls="--", alpha=0.7, zorder=0)
+
+
+def event_legend(fig: plt.Figure) -> None:
+    """A figure-level legend of the event marker colours."""
+    handles = [plt.Line2D([], [], color=c, ls="--", label=op) for op, c in EVENT_COLOURS.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8)
+
+
+def save_figure(fig: plt.Figure, path, dpi: int = 110) -> None:
+    """Save atomically and close."""
+    from ._atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=str(path).rsplit(".", 1)[-1])
+    plt.close(fig)
