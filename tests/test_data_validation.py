@@ -318,14 +318,14 @@ BAD_INPUTS = {
         "events.csv",
         2,
         "cells",
-        "value '' required for a seed event",
+        "value '' required for seed events",
     ),
     "value where the operation takes none": (
         set_line("events.csv", 3, "R1,0,activate,,,,5,,,"),
         "events.csv",
         3,
         "moi",
-        "not applicable to a activate event",
+        "not applicable to activate events",
     ),
     "sample larger than the culture": (
         set_line("events.csv", 16, "R3,48,sample,,,100,,,,"),
@@ -416,7 +416,7 @@ def test_every_problem_is_reported_in_file_order(tmp_path):
         read_run_data(folder)
     assert error.value.problems == [
         "runs.csv line 4, column donor_id: value '' is empty (a donor identifier is required)",
-        "events.csv line 3, column il2_IU_per_mL: value '7' not applicable to a activate event "
+        "events.csv line 3, column il2_IU_per_mL: value '7' not applicable to activate events "
         "(leave it empty)",
         "events.csv line 4, column moi: value '-1' must be >= 0",
         "measurements.csv line 3, column value: value '1.5' must be a fraction in [0, 1] for "

@@ -136,29 +136,29 @@ def check_events(
     previous_time = -math.inf
     for i, event in enumerate(events):
         op = event.operation
-        if op not in REQUIRED_FIELDS:
-            add(i, "operation", op, f"unknown operation (expected one of {list(REQUIRED_FIELDS)})")
-            continue
         t = event.time_h
         if not _is_finite_number(t):
-            add(i, "time_h", t, "time must be a finite number")
+            add(i, "time_h", t, "must be a finite number")
         else:
-            if op == "seed" and t != 0:
-                add(i, "time_h", t, "the seed event must be at time 0")
             if t < 0:
-                add(i, "time_h", t, "time must be >= 0")
+                add(i, "time_h", t, "must be >= 0")
+            elif op == "seed" and t != 0:
+                add(i, "time_h", t, "the seed event must be at time 0")
             if t < previous_time:
                 add(i, "time_h", t, f"events out of order (previous event at {previous_time} h)")
             previous_time = max(previous_time, t)
+        if op not in REQUIRED_FIELDS:
+            add(i, "operation", op, f"unknown operation (expected one of {list(REQUIRED_FIELDS)})")
+            continue
         allowed = REQUIRED_FIELDS[op] + OPTIONAL_FIELDS[op]
         for field in EVENT_FIELDS:
             value = event.value(field)
             if value is None:
                 if field in REQUIRED_FIELDS[op]:
-                    add(i, field, None, f"required for a {op} event")
+                    add(i, field, None, f"required for {op} events")
                 continue
             if field not in allowed:
-                add(i, field, value, f"not applicable to a {op} event (leave it empty)")
+                add(i, field, value, f"not applicable to {op} events (leave it empty)")
                 continue
             if not _is_finite_number(value):
                 add(i, field, value, "must be a finite number")
