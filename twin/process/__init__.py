@@ -1,5 +1,17 @@
 """Unit operations, schedules and recipes of one Cell Shuttle cartridge."""
 
+from ._design import (
+    DESIGN_VALUES as DESIGN_VALUES,
+)
+from ._design import (
+    recipe_values as recipe_values,
+)
+from ._design import (
+    recipe_with_values as recipe_with_values,
+)
+from ._design import (
+    schedule_from_values as schedule_from_values,
+)
 from ._operations import JUMP_MAPS as JUMP_MAPS
 from ._operations import EventValues as EventValues
 from ._recipe import ExchangeStep as ExchangeStep
