@@ -4,8 +4,8 @@ One model serves both directions: virtual batches sample measurements from it, a
 uses it as the likelihood. Each measured variable is compared on a transformed scale where its
 noise is Gaussian with standard deviation ``sd``:
 
-- counts, metabolites, IL-2 and VCN: log scale, ``z = log(value + floor)`` (log-normal noise with
-  a detection floor, so that true zeros are allowed);
+- counts, metabolites, IL-2 and VCN: log scale, ``z = log(value + floor)``: ``value + floor`` is
+  log-normal, so true zeros are allowed and a reading below the floor can be 0;
 - fractions (viability, %CAR+): logit scale, ``z = logit(clip(value, floor, 1 - floor))``
   (bounded noise that never leaves (0, 1)).
 """
@@ -66,7 +66,7 @@ def from_assay_scale(variable: str, z: Float[Array, "*shape"]) -> Float[Array, "
     """Inverse of :func:`to_assay_scale` (a measured value, always inside the assay's range)."""
     scale, floor = ASSAY_SCALES[variable]
     if scale == "log":
-        return jnp.exp(z)
+        return jnp.maximum(jnp.exp(z) - floor, 0.0)  # reads 0 below the detection floor
     return jax.nn.sigmoid(z)
 
 

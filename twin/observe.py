@@ -30,8 +30,9 @@ OBSERVABLES: dict[str, str] = {
 
 
 def _safe_ratio(num, den):
-    ok = den > 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+    """num / den, with 0 / 0 = 0 (an empty culture); NaN (after the schedule's end) stays NaN."""
+    empty = den == 0
+    return jnp.where(empty, 0.0, num / jnp.where(empty, 1.0, den))
 
 
 def copy_counts(state: CultureState) -> Float[Array, " copies"]:

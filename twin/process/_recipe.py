@@ -112,14 +112,21 @@ class Recipe:
         after_harvest = [
             (e, key) for e, key in items if _is_number(e.time_h) and e.time_h > self.harvest_time_h
         ]
-        if after_harvest and _is_number(self.harvest_time_h):
+        if after_harvest and _is_number(self.harvest_time_h) and self.harvest_time_h >= 0:
             event, key = after_harvest[0]
             raise TwinInputError(
                 f"{_time_key(key)}={event.time_h:g} is after recipe.harvest_time_h="
                 f"{self.harvest_time_h:g}"
             )
+        # The seed stays first and the harvest last whatever the times are, so that a bad time
+        # is reported against its own key, not as a misplaced seed or harvest.
         items.sort(
-            key=lambda item: (_sort_time(item[0].time_h), _SAME_TIME_ORDER[item[0].operation])
+            key=lambda item: (
+                item[0].operation != "seed",
+                item[0].operation == "harvest",
+                _sort_time(item[0].time_h),
+                _SAME_TIME_ORDER[item[0].operation],
+            )
         )
         return items
 

@@ -144,7 +144,7 @@ def check_events(
                 add(i, "time_h", t, "must be >= 0")
             elif op == "seed" and t != 0:
                 add(i, "time_h", t, "the seed event must be at time 0")
-            if t < previous_time:
+            elif t < previous_time:
                 add(i, "time_h", t, f"events out of order (previous event at {previous_time} h)")
             previous_time = max(previous_time, t)
         if op not in REQUIRED_FIELDS:
