@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from ._errors import TwinInputError
+
+# JAX logs at INFO that it found no TPU; Hydra's INFO logging would print that on every run.
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager

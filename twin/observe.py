@@ -7,6 +7,7 @@ that class is populated; choose K (``ModelStructure.max_copies``) so it stays ne
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -40,6 +41,7 @@ def copy_counts(state: CultureState) -> Float[Array, " copies"]:
     return jnp.arange(state.susceptible.shape[-1], dtype=state.susceptible.dtype)
 
 
+@jax.jit
 def observables(state: CultureState) -> dict[str, Float[Array, "*batch"]]:
     """All observables of :data:`OBSERVABLES` (units there) for a (batched) state."""
     viable = state.viable

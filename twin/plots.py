@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import xarray as xr  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import xarray as xr
 
 EVENT_COLOURS = {
     "activate": "tab:green",

@@ -21,8 +21,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from .kinetics import CultureState, KineticParameters, ModelStructure, culture_vector_field
-from .kinetics import empty_state as _empty_state
+from .kinetics import (
+    CultureState,
+    KineticParameters,
+    ModelStructure,
+    culture_vector_field,
+    empty_state as _empty_state,
+)
 from .process._operations import JUMP_MAPS, EventValues
 from .process._schedule import EVENT_FIELDS, Schedule
 
@@ -92,7 +97,6 @@ def _event_slots(schedule: Schedule) -> tuple[Float[Array, " events"], EventValu
     return next_time_h, values
 
 
-@eqx.filter_jit
 def simulate(
     params: KineticParameters,
     schedule: Schedule,
@@ -112,7 +116,12 @@ def simulate(
     **Returns:** a :class:`Trajectory`. Batch with ``jax.vmap`` over ``params`` and/or
     ``schedule`` (padded to a common length with ``stack_schedules``).
     """
-    save_times_h = jnp.asarray(save_times_h, float)
+    # One positional call signature, so that defaulted and explicit calls share a compile.
+    return _simulate(params, schedule, jnp.asarray(save_times_h, float), structure, solver)
+
+
+@eqx.filter_jit
+def _simulate(params, schedule, save_times_h, structure, solver) -> Trajectory:
     next_time_h, events = _event_slots(schedule)
     term = diffrax.ODETerm(culture_vector_field)
     ode_solver = solver.make_solver()
@@ -167,7 +176,6 @@ def simulate(
     return Trajectory(time_h=save_times_h, states=buffer, end_state=end_state, success=success)
 
 
-@eqx.filter_jit
 def simulate_batch(
     params: KineticParameters,
     schedules: Schedule,
@@ -176,6 +184,11 @@ def simulate_batch(
     solver: SolverSettings = SolverSettings(),
 ) -> Trajectory:
     """:func:`simulate` over a batch: every argument's leaves carry the same leading axis."""
-    return jax.vmap(lambda p, s, t: simulate(p, s, t, structure, solver))(
+    return _simulate_batch(params, schedules, jnp.asarray(save_times_h, float), structure, solver)
+
+
+@eqx.filter_jit
+def _simulate_batch(params, schedules, save_times_h, structure, solver) -> Trajectory:
+    return jax.vmap(lambda p, s, t: _simulate(p, s, t, structure, solver))(
         params, schedules, save_times_h
     )

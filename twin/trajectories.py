@@ -6,8 +6,7 @@ import numpy as np
 import xarray as xr
 
 from .observe import OBSERVABLES, observables
-from .process import Schedule, schedule_to_events
-from .process._downstream import Downstream, product
+from .process import Downstream, Schedule, product, schedule_to_events
 from .simulate import Trajectory
 
 PRODUCT_UNITS = {
