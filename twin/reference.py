@@ -13,8 +13,13 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from scipy.integrate import solve_ivp
 
-from .kinetics import CultureState, KineticParameters, ModelStructure, culture_vector_field
-from .kinetics import empty_state as _empty_state
+from .kinetics import (
+    CultureState,
+    KineticParameters,
+    ModelStructure,
+    culture_vector_field,
+    empty_state as _empty_state,
+)
 from .process import EVENT_FIELDS, JUMP_MAPS, EventValues, Schedule
 
 

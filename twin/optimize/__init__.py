@@ -1,0 +1,31 @@
+"""Robust, constrained recipe optimization through the differentiable twin.
+
+Decisions (bounded process values) map to an unconstrained vector (:class:`DecisionSpace`);
+a :class:`DonorPopulation` supplies common random donors; a :class:`RobustProblem` simulates
+all donors at once and gives exact outcomes and forward-mode gradients of a smooth surrogate;
+:func:`gradient_search` (Adam, multi-start) and :func:`sobol_search` (the derivative-free
+baseline) search on one simulation budget; :func:`pareto_sweep` trades P(conforming) for cost.
+"""
+
+from ._config import DecisionBounds as DecisionBounds, OptimizeConfig as OptimizeConfig
+from ._objective import (
+    OBJECTIVES as OBJECTIVES,
+    Prices as Prices,
+    donor_outcomes as donor_outcomes,
+    medium_use as medium_use,
+    objective_loss as objective_loss,
+    objective_score as objective_score,
+    release_margins as release_margins,
+    smooth_conformance as smooth_conformance,
+)
+from ._pareto import non_dominated as non_dominated, pareto_sweep as pareto_sweep
+from ._population import DonorPopulation as DonorPopulation
+from ._problem import RobustProblem as RobustProblem
+from ._search import (
+    SearchResult as SearchResult,
+    bootstrap_interval as bootstrap_interval,
+    evaluate as evaluate,
+    gradient_search as gradient_search,
+    sobol_search as sobol_search,
+)
+from ._space import DecisionSpace as DecisionSpace, decision_space as decision_space
