@@ -40,6 +40,7 @@ from twin import TwinInputError
 from twin._atomic import atomic_path
 from twin._cli import exit_on_input_error
 from twin.data import RunData, write_run_data
+from twin.forecast._io import calibration_from_path
 from twin.optimize import (  # importing registers the `optimize` schema (optimize.yaml)
     OBJECTIVES,
     DonorPopulation,
@@ -52,6 +53,7 @@ from twin.optimize import (  # importing registers the `optimize` schema (optimi
     non_dominated,
     objective_score,
     pareto_sweep,
+    population_from_calibration,
     sobol_search,
 )
 from twin.plots import save_figure
@@ -62,12 +64,13 @@ matplotlib.use("Agg")
 jax.config.update("jax_enable_x64", True)
 
 
-def _population(cfg: DictConfig, params) -> DonorPopulation:
-    """The donor population: ``model.parameters`` with ``optimize.donor_sd``; the one place a
-    calibration result will plug in."""
-    if cfg.calibration is not None:
-        raise TwinInputError(f"calibration={cfg.calibration!r}: not supported yet (leave null)")
-    return DonorPopulation(params, dict(cfg.optimize.donor_sd))
+def _population(cfg: DictConfig, params, structure):
+    """The donor population and model structure: from ``calibration`` (a calibration.nc or its
+    run directory) when given, else ``model.parameters`` with ``optimize.donor_sd``."""
+    if cfg.calibration is None:
+        return DonorPopulation(params, dict(cfg.optimize.donor_sd)), structure
+    calibration = calibration_from_path(cfg.calibration)
+    return population_from_calibration(calibration), calibration.structure
 
 
 def _settings(cfg: DictConfig):
@@ -197,7 +200,7 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     params, structure, solver = twin_config.model_from_config(cfg.model)
     recipe = twin_config.recipe_from_config(cfg.recipe)
     downstream = twin_config.downstream_from_config(cfg.downstream)
-    population = _population(cfg, params)
+    population, structure = _population(cfg, params, structure)
     prices = _settings(cfg)
     opt = cfg.optimize
     bounds = {name: (b.low, b.high) for name, b in opt.decisions.items()}

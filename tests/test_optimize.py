@@ -283,15 +283,32 @@ def test_experiment_runs_and_its_recipe_simulates(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_calibration_input_is_refused_for_now(tmp_path):
+def test_population_comes_from_a_calibration(tmp_path):
+    from test_forecast import known_calibration
+
+    from twin.calibrate import write_calibration
+    from twin.optimize import population_from_calibration
+
     sys.path.insert(0, str(REPO_ROOT / "experiments"))
     try:
         import optimize as experiment
     finally:
         sys.path.pop(0)
+    calibration = known_calibration()
+    write_calibration(calibration, tmp_path / "calibration.nc")
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="optimize")
-    # Set in the config, not on the command line: `calibration` is also a config group.
-    cfg.calibration = "some/path"
-    with pytest.raises(TwinInputError, match="calibration='some/path': not supported yet"):
-        experiment.run(cfg, tmp_path)
+        cfg = compose(config_name="optimize", overrides=[f"calibration={tmp_path}"])
+    population, structure = experiment._population(cfg, None, None)
+    assert structure == calibration.structure
+    expected = population_from_calibration(calibration)
+    assert dict(population.donor_sd) == dict(expected.donor_sd)
+    np.testing.assert_allclose(population.covariance, expected.covariance)
+    donors = population.sample(jax.random.PRNGKey(0), 256)
+    # Only the donor-level parameters and the fitted ones vary; the rest stay fixed (up to
+    # the covariance's 1e-12 jitter).
+    assert np.ptp(np.log(np.asarray(donors.max_growth_rate_per_h))) > 0.1
+    assert np.ptp(np.log(np.asarray(donors.lysis_rate_per_h))) < 1e-4
+
+    cfg.calibration = str(tmp_path / "missing")
+    with pytest.raises(TwinInputError, match="no calibration file"):
+        experiment.run(cfg, tmp_path / "out")

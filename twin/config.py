@@ -17,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ._errors import TwinInputError
 from .assays import AssayNoise
+from .calibrate import CalibrationConfig
+from .forecast import ForecastSettings
 from .kinetics import PARAMETER_TABLE, KineticParameters, ModelStructure, default_parameters
 from .process import Recipe
 from .process._downstream import Downstream
@@ -43,6 +45,8 @@ def register_configs() -> None:
         ("recipe", Recipe),
         ("downstream", Downstream),
         ("noise", AssayNoise),
+        ("fit", CalibrationConfig),
+        ("forecast", ForecastSettings),
     ):
         store.store(group=group, name=f"{group}_schema", node=_writable(schema))
 
@@ -113,3 +117,7 @@ def downstream_from_config(cfg_downstream: DictConfig) -> Downstream:
 
 def noise_from_config(cfg_noise: DictConfig) -> AssayNoise:
     return _to_object(cfg_noise, "noise")
+
+
+def forecast_settings_from_config(cfg_forecast: DictConfig) -> ForecastSettings:
+    return _to_object(cfg_forecast, "forecast")

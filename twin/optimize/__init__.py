@@ -19,7 +19,10 @@ from ._objective import (
     smooth_conformance as smooth_conformance,
 )
 from ._pareto import non_dominated as non_dominated, pareto_sweep as pareto_sweep
-from ._population import DonorPopulation as DonorPopulation
+from ._population import (
+    DonorPopulation as DonorPopulation,
+    population_from_calibration as population_from_calibration,
+)
 from ._problem import RobustProblem as RobustProblem
 from ._search import (
     SearchResult as SearchResult,

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import TwinInputError
+from ..calibrate import Calibration
 from ..kinetics import (
     PARAMETER_NAMES,
     KineticParameters,
@@ -52,7 +53,9 @@ class DonorPopulation:
         donors = sample_donor_parameters(key_donor, self.parameters, dict(self.donor_sd), n)
         if self.covariance is None:
             return donors
-        chol = jnp.linalg.cholesky(jnp.asarray(self.covariance, float))
+        # Jitter: a calibration's covariance is singular in the parameters it kept fixed.
+        covariance = jnp.asarray(self.covariance, float)
+        chol = jnp.linalg.cholesky(covariance + 1e-12 * jnp.eye(covariance.shape[0]))
         shift = jax.random.normal(key_population, (n, len(PARAMETER_NAMES))) @ chol.T
         centre = to_unconstrained(donors)
         return from_unconstrained(
@@ -63,3 +66,14 @@ class DonorPopulation:
                 }
             )
         )
+
+
+def population_from_calibration(calibration: Calibration) -> DonorPopulation:
+    """The calibrated population: estimates, donor SDs (omega) of the donor-level parameters
+    and the Laplace covariance of the fitted population parameters (others held fixed)."""
+    p = len(calibration.fitted)
+    index = [PARAMETER_NAMES.index(name) for name in calibration.fitted]
+    covariance = np.zeros((len(PARAMETER_NAMES), len(PARAMETER_NAMES)))
+    covariance[np.ix_(index, index)] = calibration.covariance[:p, :p]
+    donor_sd = dict(zip(calibration.donor_level, map(float, calibration.donor_sd), strict=True))
+    return DonorPopulation(calibration.population, donor_sd, covariance)

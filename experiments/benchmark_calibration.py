@@ -1,0 +1,249 @@
+"""Benchmark: the calibration fit vs. SciPy least squares with finite differences, same run.
+
+    python experiments/benchmark_calibration.py                    # 12 donors x 3 runs
+    python experiments/benchmark_calibration.py --donors 4 --runs-per-donor 2 --optimistix
+
+Both minimize the same objective (``twin.calibrate.residuals``) on the same virtual dataset from
+the same start (the prior mean): ours with the structured forward-mode Jacobian and the
+Levenberg-Marquardt loop of ``twin.calibrate``; SciPy with ``least_squares(method="trf")`` and
+a 2-point finite-difference Jacobian of the same compiled residual function (over the real
+unknowns only: padding donors are left out). Also measured: one structured Jacobian against the
+naive ``jax.jacfwd`` of the residuals (``len(x)`` tangents through every run) and, with
+``--optimistix``, ``optimistix.LevenbergMarquardt`` on the structured residuals. Compile times
+are reported separately from run times. Writes ``benchmark_calibration.json`` into ``--out``.
+Machines are shared and noisy: read the ratios, and compare CPU time with wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+from omegaconf import OmegaConf
+from scipy.optimize import least_squares
+
+from twin import Recipe, default_parameters
+from twin._atomic import atomic_path
+from twin.assays import MEASURED_VARIABLES, AssayNoise
+from twin.calibrate import (
+    CalibrationConfig,
+    LMOptions,
+    ModelSpec,
+    ObjectiveData,
+    ParameterLayout,
+    build_problem,
+    fit_one,
+    make_prior,
+    residuals,
+    residuals_and_jacobian,
+)
+from twin.kinetics import ModelStructure
+from twin.provenance import write_provenance
+from twin.simulate import SolverSettings
+from twin.virtual import generate_dataset
+
+jax.config.update("jax_enable_x64", True)
+
+
+class Clock:
+    """Wall and CPU seconds of a block (CPU time counts every thread of this process)."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+    def as_dict(self) -> dict[str, float]:
+        return {"wall_s": round(self.wall, 3), "cpu_s": round(self.cpu, 3)}
+
+
+def compile_and_time(fn: Callable, *args, repeats: int = 1) -> tuple[dict, dict, object, Callable]:
+    """``(compile timing, median run timing, output, compiled)`` of ``jax.jit(fn)(*args)``."""
+    with Clock() as compile_clock:
+        compiled = jax.jit(fn).lower(*args).compile()
+    runs = []
+    for _ in range(repeats):
+        with Clock() as clock:
+            out = jax.block_until_ready(compiled(*args))
+        runs.append(clock)
+    median = sorted(runs, key=lambda c: c.wall)[len(runs) // 2]
+    return compile_clock.as_dict(), median.as_dict(), out, compiled
+
+
+def virtual_data(n_donors: int, runs_per_donor: int, seed: int):
+    config = CalibrationConfig()
+    return generate_dataset(
+        seed,
+        default_parameters(),
+        {name: config.donor_sd for name in config.donor_level},
+        Recipe(),
+        n_donors=n_donors,
+        runs_per_donor=runs_per_donor,
+        grid={"harvest_time_h": [168.0, 192.0]},
+        uniform={
+            "moi": [2.0, 10.0],
+            "transduction_time_h": [18.0, 36.0],
+            "seed_cells": [6.0e7, 1.5e8],
+        },
+    )
+
+
+def run(args: argparse.Namespace) -> dict:
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_provenance(out_dir, OmegaConf.create(vars(args)), seed=args.seed)
+    with Clock() as generate_clock:
+        virtual = virtual_data(args.donors, args.runs_per_donor, args.seed)
+    config = CalibrationConfig()
+    problem = build_problem(virtual.run_data, pad_multiple=config.pad_multiple)
+    layout = ParameterLayout(
+        tuple(config.fitted), tuple(config.donor_level), problem.n_donors_padded
+    )
+    spec = ModelSpec(layout, ModelStructure(), SolverSettings(), config.failure_residual)
+    noise = AssayNoise()
+    data = ObjectiveData(
+        problem.arrays,
+        make_prior(default_parameters(), layout, config.donor_sds()),
+        jnp.asarray([noise.sd(v) for v in MEASURED_VARIABLES]),
+    )
+    n_real = layout.n_population + len(problem.donor_ids) * len(layout.donor_level)
+    x0 = jnp.concatenate([data.prior.mean(layout), jnp.zeros(layout.size - layout.n_population)])
+    result = {
+        "device": str(jax.devices()[0]),
+        "cpu_count": os.cpu_count(),
+        "runs": len(problem.run_ids),
+        "donors": len(problem.donor_ids),
+        "padded_runs": problem.arrays.n_runs,
+        "measurements": problem.n_observations,
+        "unknowns": n_real,
+        "generate": generate_clock.as_dict(),
+    }
+
+    # --- ours: Levenberg-Marquardt with the structured Jacobian --------------------------------
+    options = LMOptions(max_steps=config.max_steps, decrement_tol=config.decrement_tol)
+    compile_s, run_s, fit, _ = compile_and_time(
+        lambda x, d, o: fit_one(x, d, spec, o), x0, data, options
+    )
+    ours_objective = float(fit.objective)
+    result["ours"] = {
+        "compile": compile_s,
+        "fit": run_s,
+        "objective": ours_objective,
+        "steps": int(fit.steps),
+        "accepted_steps": int(fit.accepted_steps),
+        "converged": bool(fit.converged),
+        "per_step_wall_s": run_s["wall_s"] / max(int(fit.steps), 1),
+    }
+    print(f"ours: {result['ours']}", flush=True)
+
+    # --- one Jacobian: structured vs naive jax.jacfwd ------------------------------------------
+    compile_s, run_s, _, _ = compile_and_time(
+        lambda x, d: residuals_and_jacobian(x, d, spec), x0, data, repeats=3
+    )
+    result["jacobian_structured"] = {"compile": compile_s, "call": run_s}
+    compile_s, run_s, _, _ = compile_and_time(
+        jax.jacfwd(lambda x, d: residuals(x, d, spec, structured=False)), x0, data, repeats=3
+    )
+    result["jacobian_naive"] = {"compile": compile_s, "call": run_s}
+    result["jacobian_speedup"] = (
+        result["jacobian_naive"]["call"]["wall_s"] / result["jacobian_structured"]["call"]["wall_s"]
+    )
+    print(f"jacobian structured vs naive: x{result['jacobian_speedup']:.1f}", flush=True)
+
+    # --- SciPy: trust-region reflective with a finite-difference Jacobian ----------------------
+    compile_s, run_s, _, primal = compile_and_time(
+        lambda x, d: residuals(x, d, spec, structured=True), x0, data, repeats=3
+    )
+    padding = jnp.zeros(layout.size - n_real)
+    evaluations = {"count": 0}
+
+    def scipy_residuals(x_real: np.ndarray) -> np.ndarray:
+        evaluations["count"] += 1
+        return np.asarray(primal(jnp.concatenate([jnp.asarray(x_real), padding]), data))
+
+    with Clock() as scipy_clock:
+        reference = least_squares(
+            scipy_residuals, np.asarray(x0[:n_real]), method="trf", jac="2-point"
+        )
+    result["scipy"] = {
+        "compile_residuals": compile_s,
+        "residuals_call": run_s,
+        "fit": scipy_clock.as_dict(),
+        "objective": float(reference.cost),
+        "residual_evaluations": evaluations["count"],
+        "jacobian_evaluations": int(reference.njev),
+        "status": int(reference.status),
+        "message": str(reference.message),
+    }
+    print(f"scipy: {result['scipy']}", flush=True)
+
+    if args.optimistix:
+        solver = optx.LevenbergMarquardt(rtol=1e-6, atol=1e-6)
+
+        def optimistix_fit(x, d):
+            solution = optx.least_squares(
+                lambda y, dd: residuals(y, dd, spec, structured=True),
+                solver,
+                x,
+                args=d,
+                max_steps=config.max_steps * 4,
+                throw=False,
+            )
+            r = residuals(solution.value, d, spec, structured=True)
+            return 0.5 * jnp.sum(r**2), solution.stats["num_steps"]
+
+        compile_s, run_s, (objective, steps), _ = compile_and_time(optimistix_fit, x0, data)
+        result["optimistix"] = {
+            "compile": compile_s,
+            "fit": run_s,
+            "objective": float(objective),
+            "steps": int(steps),
+            "per_step_wall_s": run_s["wall_s"] / max(int(steps), 1),
+        }
+        print(f"optimistix: {result['optimistix']}", flush=True)
+
+    result["objective_relative_difference"] = abs(ours_objective - reference.cost) / reference.cost
+    ours_total = result["ours"]["compile"]["wall_s"] + result["ours"]["fit"]["wall_s"]
+    result["speedup_fit"] = result["scipy"]["fit"]["wall_s"] / result["ours"]["fit"]["wall_s"]
+    result["speedup_including_compile"] = (
+        result["scipy"]["fit"]["wall_s"] + result["scipy"]["compile_residuals"]["wall_s"]
+    ) / ours_total
+    with atomic_path(out_dir / "benchmark_calibration.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--donors", type=int, default=12)
+    parser.add_argument("--runs-per-donor", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--optimistix", action="store_true", help="also time optimistix LM")
+    parser.add_argument(
+        "--out", default=f"outputs/benchmark_calibration/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    )
+    result = run(parser.parse_args())
+    print(
+        f"objectives: ours {result['ours']['objective']:.6g}, scipy "
+        f"{result['scipy']['objective']:.6g} (relative difference "
+        f"{result['objective_relative_difference']:.2e})\n"
+        f"fit wall time: ours {result['ours']['fit']['wall_s']:.1f} s "
+        f"(+{result['ours']['compile']['wall_s']:.1f} s compile), scipy "
+        f"{result['scipy']['fit']['wall_s']:.1f} s; speedup x{result['speedup_fit']:.1f} "
+        f"(x{result['speedup_including_compile']:.1f} including compile)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Forecasting: conditioning on a run's own data, the forecast.csv contract, release odds,
+harvest advice and the command line.
+
+The tests start from a *known* calibration (population = the truth of the virtual data, small
+population uncertainty) rather than a fitted one, so they test the forecast alone and share one
+compile of the conditioning and of the draw simulation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+import twin.config  # noqa: F401  (registers the config schemas)
+from twin import TwinInputError, default_parameters
+from twin.assays import AssayNoise
+from twin.calibrate import Calibration, write_calibration
+from twin.forecast import (
+    FORECAST_COLUMNS,
+    FORECAST_VARIABLES,
+    ForecastSettings,
+    forecast,
+    planned_events,
+)
+from twin.forecast._io import observed_at_harvest, truncate
+from twin.forecast._predictive import harvest_advice, release_odds
+from twin.kinetics import ModelStructure, to_unconstrained
+from twin.process import Downstream, Event, Recipe
+from twin.simulate import SolverSettings
+from twin.virtual import generate_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FITTED = ("max_growth_rate_per_h", "susceptible_fraction", "activation_lag_h")
+DONOR_LEVEL = ("max_growth_rate_per_h", "susceptible_fraction")
+DONOR_SD = np.array([0.2, 0.4])
+SETTINGS = ForecastSettings(n_draws=64, use_known_donors=False, time_step_h=12.0)
+
+
+def known_calibration(donor_sd=DONOR_SD) -> Calibration:
+    """A calibration whose population is the default parameters, with a small covariance."""
+    population = to_unconstrained(default_parameters())
+    estimate = np.array([float(getattr(population, n)) for n in FITTED])
+    empty = pd.DataFrame()
+    return Calibration(
+        fitted=FITTED,
+        donor_level=DONOR_LEVEL,
+        donor_ids=("D0",),  # one seen donor (not one of the virtual data's)
+        run_ids=("R0",),
+        run_donor_ids=("D0",),
+        model_parameters=default_parameters(),
+        estimate=estimate,
+        donor_effects=np.zeros((1, len(DONOR_LEVEL))),
+        covariance=np.diag(np.r_[np.full(len(FITTED), 0.02**2), np.asarray(donor_sd) ** 2]),
+        prior_sd=np.full(len(FITTED), 0.3),
+        donor_sd=np.asarray(donor_sd, float),
+        noise=AssayNoise(),
+        initial_noise=AssayNoise(),
+        structure=ModelStructure(),
+        solver=SolverSettings(adjoint="forward"),
+        objective=0.0,
+        n_observations=0,
+        observations=pd.DataFrame(
+            columns=["run_id", "time_h", "variable", "observed", "predicted", "scaled_residual"]
+        ),
+        diagnostics=pd.DataFrame({"selected": [True], "converged": [True]}),
+        profiles=empty,
+        prior_dominated_ratio=0.7,
+        high_correlation=0.95,
+    )
+
+
+@pytest.fixture(scope="module")
+def virtual():
+    """Two donors x two runs from the default population with the calibration's omega."""
+    return generate_dataset(
+        5,
+        default_parameters(),
+        dict(zip(DONOR_LEVEL, DONOR_SD, strict=True)),
+        Recipe(),
+        n_donors=2,
+        runs_per_donor=2,
+        uniform={"moi": [3.0, 8.0]},
+    )
+
+
+@pytest.fixture(scope="module")
+def truncated(virtual):
+    return truncate(virtual.run_data, virtual.run_data.run_ids, horizon_h=60.0)
+
+
+@pytest.fixture(scope="module")
+def result(truncated):
+    return forecast(known_calibration(), truncated, Downstream(), SETTINGS)
+
+
+def test_forecast_table_follows_the_contract(result, truncated):
+    table = result.table
+    assert tuple(table.columns) == FORECAST_COLUMNS
+    for run_id in truncated.run_ids:
+        rows = table[table["run_id"] == run_id]
+        assert tuple(rows["variable"]) == FORECAST_VARIABLES
+        harvest = truncated.events_for(run_id)[-1].time_h
+        assert np.all(rows["time_h"] == harvest)
+    assert np.all(table["lower_90"] <= table["median"])
+    assert np.all(table["median"] <= table["upper_90"])
+    probabilities = result.runs.filter(like="p_")
+    assert np.all((probabilities.to_numpy() >= 0) & (probabilities.to_numpy() <= 1))
+
+
+def test_conditioning_moves_towards_the_truth(result, truncated, virtual):
+    """With its own data, the forecast is closer to what was measured at harvest than the
+    population forecast without data: the donor effects were learned."""
+    observed = observed_at_harvest(virtual.run_data).set_index("run_id")["observed"]
+    no_data = truncate(virtual.run_data, virtual.run_data.run_ids, horizon_h=1e4)
+    prior_only = forecast(known_calibration(), no_data, Downstream(), SETTINGS)
+
+    def error(frame):
+        rows = frame.table[frame.table["variable"] == "viable_car_pos_cells"]
+        return np.mean(
+            [
+                abs(m - observed[r]) / observed[r]
+                for r, m in zip(rows["run_id"], rows["median"], strict=True)
+            ]
+        )
+
+    assert error(result) < error(prior_only)
+    assert error(result) < 0.15
+
+
+def test_more_data_gives_narrower_intervals(result, virtual):
+    late = forecast(
+        known_calibration(),
+        truncate(virtual.run_data, virtual.run_data.run_ids, horizon_h=1.0),
+        Downstream(),
+        SETTINGS,
+    )
+
+    def width(frame):
+        rows = frame.table[frame.table["variable"] == "viable_car_pos_cells"]
+        return np.mean(np.log(rows["upper_90"] / rows["lower_90"]))
+
+    assert width(late) < width(result)
+
+
+def test_running_batch_without_harvest_is_forecast_to_the_planned_time():
+    events = [Event(0.0, "seed", cells=1e8, viability=0.9, volume_ml=100.0), Event(0.0, "activate")]
+    planned = planned_events(events, ForecastSettings(planned_harvest_time_h=200.0), "R1")
+    assert planned[-1] == Event(200.0, "harvest")
+    late = [*events, Event(210.0, "sample", volume_ml=1.0)]
+    with pytest.raises(TwinInputError, match="planned_harvest_time_h=200"):
+        planned_events(late, ForecastSettings(planned_harvest_time_h=200.0), "R1")
+
+
+def test_release_odds_and_harvest_advice_on_known_draws():
+    rng = np.random.default_rng(0)
+    n, times = 4000, np.array([100.0, 150.0, 200.0])
+    viable = np.exp(rng.normal(np.log([2e8, 6e8, 9e8]), 0.3, (n, 3)))
+    measured = {
+        "viable_cells": viable,
+        "viability": np.full((n, 3), 0.9),
+        "car_pos_fraction": np.full((n, 3), 0.3),
+        "vcn_per_cell": np.full((n, 3), 0.6),
+    }
+    downstream = Downstream()
+    odds = release_odds(measured, downstream)
+    # Conforming needs >= 1 dose of 1e8 CAR+ cells after recovery and cryo loss.
+    threshold = downstream.dose_car_pos_cells / (
+        0.3 * downstream.harvest_recovery * (1 - downstream.cryo_viable_loss_fraction)
+    )
+    expected = np.mean(viable >= threshold, axis=0)
+    np.testing.assert_allclose(odds["p_conforming"], expected)
+    advice = harvest_advice(times, odds)
+    assert advice["recommended_harvest_time_h"] == 200.0
+
+
+def _load_forecast_script():
+    spec = importlib.util.spec_from_file_location(
+        "forecast_script", REPO_ROOT / "experiments" / "forecast.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_forecast_script_writes_the_contract_files(tmp_path, virtual, truncated):
+    from twin.data import write_run_data
+
+    write_calibration(known_calibration(), tmp_path / "cal" / "calibration.nc")
+    write_run_data(truncated, tmp_path / "data")
+    overrides = [
+        f"data_dir={tmp_path / 'data'}",
+        f"calibration={tmp_path / 'cal'}",
+        f"forecast.n_draws={SETTINGS.n_draws}",
+        f"forecast.time_step_h={SETTINGS.time_step_h}",
+        "forecast.use_known_donors=false",
+    ]
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        cfg = compose("forecast", overrides=overrides)
+    runs = _load_forecast_script().run(cfg, tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "forecast.csv")
+    assert tuple(table.columns) == FORECAST_COLUMNS
+    assert set(table["run_id"]) == set(truncated.run_ids)
+    assert len(runs) == len(truncated.run_ids)
+    for run_id in truncated.run_ids:
+        assert (tmp_path / "out" / f"fan_{run_id}.png").is_file()
+
+
+def test_forecast_without_calibration_is_one_clear_error(tmp_path):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "experiments" / "forecast.py"),
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 2
+    assert "error: calibration is required" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="forecast.n_draws"):
+        ForecastSettings(n_draws=1)
+    assert jax.config.jax_enable_x64

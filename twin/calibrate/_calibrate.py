@@ -1,0 +1,247 @@
+"""`calibrate`: run data in, a :class:`~._result.Calibration` out."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import jax
+import numpy as np
+import pandas as pd
+
+from ..assays import MEASURED_VARIABLES, AssayNoise, from_assay_scale, to_assay_scale
+from ..data import RunData
+from ..kinetics import KineticParameters, ModelStructure, default_parameters
+from ..simulate import SolverSettings
+from ._config import CalibrationConfig, check_calibration_config
+from ._laplace import laplace_covariance
+from ._model import ModelSpec, ObjectiveData, ParameterLayout, make_prior
+from ._problem import CalibrationProblem, build_problem
+from ._profile import profile_likelihood
+from ._result import Calibration
+from ._solve import LMOptions, LMResult, draw_starts, multistart
+
+log = logging.getLogger(__name__)
+
+
+def calibrate(
+    data: RunData,
+    config: CalibrationConfig | None = None,
+    *,
+    model_parameters: KineticParameters | None = None,
+    structure: ModelStructure = ModelStructure(),
+    solver: SolverSettings = SolverSettings(),
+    noise: AssayNoise = AssayNoise(),
+    seed: int = 0,
+    config_yaml: str = "",
+    progress: bool = True,
+) -> Calibration:
+    """Fit the hierarchical kinetic model to ``data`` (MAP) and approximate its uncertainty.
+
+    **Arguments:**
+
+    - ``data``: a validated dataset (:func:`~twin.data.read_run_data`).
+    - ``config``: what to fit and how (:class:`CalibrationConfig`; defaults if ``None``).
+    - ``model_parameters``: prior means of the fitted parameters and values of the others
+      (natural units; default: the parameter table's defaults).
+    - ``structure``, ``solver``: model structure and ODE settings (the solve always runs with
+      forward-mode sensitivities).
+    - ``noise``: assay noise SDs (the likelihood), re-estimated if ``config.fit_noise``.
+    - ``seed``: seeds the random starts. ``config_yaml`` is stored with the result.
+    - ``progress``: show progress bars.
+
+    **Returns:** a :class:`Calibration`.
+
+    **Raises:** :class:`~twin.TwinInputError` for a bad config or unusable data.
+    """
+    config = CalibrationConfig() if config is None else config
+    check_calibration_config(config)
+    model_parameters = default_parameters() if model_parameters is None else model_parameters
+    problem = build_problem(data, pad_multiple=config.pad_multiple)
+    layout = ParameterLayout(
+        tuple(config.fitted), tuple(config.donor_level), problem.n_donors_padded
+    )
+    spec = ModelSpec(layout, structure, solver, config.failure_residual)
+    prior = make_prior(model_parameters, layout, config.donor_sds())
+    options = LMOptions(max_steps=config.max_steps, decrement_tol=config.decrement_tol)
+    noise_sd = np.array([noise.sd(v) for v in MEASURED_VARIABLES])
+    objective_data = ObjectiveData(problem.arrays, prior, noise_sd)
+    log.info(
+        "calibrating %d parameters (%d donor-level) to %d measurements of %d runs, %d donors",
+        layout.n_population,
+        len(layout.donor_level),
+        problem.n_observations,
+        len(problem.run_ids),
+        len(problem.donor_ids),
+    )
+
+    starts = draw_starts(
+        jax.random.PRNGKey(seed),
+        np.asarray(prior.mean(layout)),
+        np.asarray(prior.population_sd),
+        layout.size - layout.n_population,
+        config.n_starts,
+        config.start_spread,
+    )
+    diagnostics = []
+    outcomes = multistart(
+        starts, objective_data, spec, options, description="starts", progress=progress
+    )
+    best = _record(outcomes, 0, problem, diagnostics)
+    rounds = config.noise_rounds if config.fit_noise else 0
+    for noise_round in range(1, rounds + 1):
+        noise_sd = _residual_rms(best, problem, noise_sd)
+        log.info("noise round %d: SDs %s", noise_round, _format_noise(noise_sd))
+        objective_data = dataclasses.replace(objective_data, noise_sd=noise_sd)
+        outcomes = multistart(
+            best.x[None, :],
+            objective_data,
+            spec,
+            options,
+            description=f"noise round {noise_round}",
+            progress=progress,
+        )
+        best = _record(outcomes, noise_round, problem, diagnostics)
+
+    n_real = layout.n_population + len(problem.donor_ids) * len(layout.donor_level)
+    covariance = laplace_covariance(best.jacobian, keep=n_real)
+    posterior_sd = np.sqrt(np.diag(covariance))[: layout.n_population]
+    profiles = profile_likelihood(
+        list(config.profile),
+        best,
+        posterior_sd,
+        objective_data,
+        spec,
+        options,
+        points=config.profile_points,
+        span_sd=config.profile_span_sd,
+        progress=progress,
+    )
+    theta_pop, effects = layout.split(best.x)
+    return Calibration(
+        fitted=layout.fitted,
+        donor_level=layout.donor_level,
+        donor_ids=problem.donor_ids,
+        run_ids=problem.run_ids,
+        run_donor_ids=tuple(data.donor_of(run_id) for run_id in problem.run_ids),
+        model_parameters=model_parameters,
+        estimate=np.asarray(theta_pop),
+        donor_effects=np.asarray(effects)[: len(problem.donor_ids)],
+        covariance=covariance,
+        prior_sd=np.asarray(prior.population_sd),
+        donor_sd=np.asarray(prior.donor_sd),
+        noise=AssayNoise(**dict(zip(MEASURED_VARIABLES, map(float, noise_sd), strict=True))),
+        initial_noise=noise,
+        structure=structure,
+        solver=spec.solver,
+        objective=float(best.objective),
+        n_observations=problem.n_observations,
+        observations=_observations(best, problem, noise_sd),
+        diagnostics=pd.DataFrame(diagnostics),
+        profiles=profiles,
+        prior_dominated_ratio=config.prior_dominated_ratio,
+        high_correlation=config.high_correlation,
+        config=config_yaml,
+    )
+
+
+def _record(
+    outcomes: list[tuple[LMResult, float]],
+    noise_round: int,
+    problem: CalibrationProblem,
+    diagnostics: list[dict],
+) -> LMResult:
+    """Log and tabulate each start; return the best one (lowest finite objective)."""
+    n_runs = len(problem.run_ids)
+    objectives = [float(result.objective) for result, _ in outcomes]
+    chosen = int(np.argmin(np.where(np.isfinite(objectives), objectives, np.inf)))
+    for previous in diagnostics:
+        previous["selected"] = False
+    for start, (result, wall_s) in enumerate(outcomes):
+        failed = int(n_runs - result.run_success[:n_runs].sum())
+        diagnostics.append(
+            {
+                "noise_round": noise_round,
+                "start": start,
+                "objective": float(result.objective),
+                "steps": int(result.steps),
+                "accepted_steps": int(result.accepted_steps),
+                "gradient_norm": float(result.gradient_norm),
+                "decrement": float(result.decrement),
+                "converged": bool(result.converged),
+                "failed_runs": failed,
+                "wall_s": wall_s,
+                "selected": start == chosen,
+            }
+        )
+        log.info(
+            "round %d start %d: objective %.4g after %d steps (%d accepted), max|gradient| %.2g, "
+            "%s, %.1f s",
+            noise_round,
+            start,
+            result.objective,
+            result.steps,
+            result.accepted_steps,
+            result.gradient_norm,
+            "converged" if result.converged else "NOT converged",
+            wall_s,
+        )
+        if failed:
+            log.warning(
+                "round %d start %d: the ODE solve failed for %d run(s) at the end point",
+                noise_round,
+                start,
+                failed,
+            )
+    return outcomes[chosen][0]
+
+
+def _scaled_data_residuals(result: LMResult, problem: CalibrationProblem) -> np.ndarray:
+    """The assay part of the residual vector as ``[runs, times, variables]``."""
+    shape = problem.arrays.observed.shape
+    return result.residuals[: int(np.prod(shape))].reshape(shape)
+
+
+def _residual_rms(
+    result: LMResult, problem: CalibrationProblem, noise_sd: np.ndarray
+) -> np.ndarray:
+    """Each assay's RMS residual on its own scale (the noise SD that the fit implies), over
+    the measurements of runs whose solve succeeded; the current SD where there are none."""
+    raw = _scaled_data_residuals(result, problem) * noise_sd
+    used = np.asarray(problem.arrays.mask) & result.run_success[:, None, None]
+    used[len(problem.run_ids) :] = False
+    count = used.sum(axis=(0, 1))
+    total = np.where(used, raw**2, 0.0).sum(axis=(0, 1))
+    return np.where(count > 0, np.sqrt(total / np.maximum(count, 1)), noise_sd)
+
+
+def _observations(
+    result: LMResult, problem: CalibrationProblem, noise_sd: np.ndarray
+) -> pd.DataFrame:
+    """Measured vs fitted values, one row per measurement (natural units)."""
+    scaled = _scaled_data_residuals(result, problem)
+    arrays = problem.arrays
+    mask = np.asarray(arrays.mask)
+    run, time, variable = np.nonzero(mask)
+    observed = np.asarray(arrays.observed)[run, time, variable]
+    names = np.asarray(MEASURED_VARIABLES)[variable]
+    predicted = np.empty_like(observed)
+    for j, name in enumerate(MEASURED_VARIABLES):
+        chosen = variable == j
+        z_observed = np.asarray(to_assay_scale(name, observed[chosen]))
+        z_predicted = z_observed - noise_sd[j] * scaled[run[chosen], time[chosen], j]
+        predicted[chosen] = np.asarray(from_assay_scale(name, z_predicted))
+    return pd.DataFrame(
+        {
+            "run_id": np.asarray(problem.run_ids)[run],
+            "time_h": np.asarray(arrays.time_h)[run, time],
+            "variable": names,
+            "observed": observed,
+            "predicted": predicted,
+            "scaled_residual": scaled[run, time, variable],
+        }
+    )
+
+
+def _format_noise(noise_sd: np.ndarray) -> str:
+    return ", ".join(f"{v}={sd:.3g}" for v, sd in zip(MEASURED_VARIABLES, noise_sd, strict=True))

@@ -1,0 +1,134 @@
+"""The ``fit`` config group (what calibration estimates): schema and checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from omegaconf import DictConfig, OmegaConf
+
+from .._errors import TwinInputError
+from ..kinetics import PARAMETER_NAMES
+
+_DEFAULT_FITTED = (
+    "max_growth_rate_per_h",
+    "activation_lag_h",
+    "activation_efficiency",
+    "susceptible_fraction",
+    "transduction_rate_mL_per_TU_h",
+    "base_death_rate_per_h",
+    "glucose_per_new_cell_pmol",
+    "lactate_per_glucose",
+    "growth_decline_time_h",
+    "il2_uptake_IU_per_cell_h",
+)
+_DEFAULT_DONOR_LEVEL = (
+    "max_growth_rate_per_h",
+    "activation_lag_h",
+    "susceptible_fraction",
+    "base_death_rate_per_h",
+)
+
+
+@dataclasses.dataclass
+class CalibrationConfig:
+    """What to estimate and how (Hydra group ``fit``; also the Python API's options).
+
+    - ``fitted``: kinetic parameters estimated at population level; all others stay at their
+      ``model.parameters`` values. ``donor_level``: the subset that also varies by donor.
+    - ``donor_sd``: SD of a donor effect on the estimation scale (log or logit), the same for
+      every donor-level parameter unless ``donor_sd_by_parameter`` names it (omega).
+    - ``n_starts``: optimizer starts; the first is the prior mean, the others are drawn as the
+      prior mean plus ``start_spread`` prior SDs times a standard normal draw.
+    - ``max_steps``, ``decrement_tol``: Levenberg-Marquardt budget and convergence threshold
+      (Gauss-Newton decrement, objective units; one datum one SD off contributes 0.5).
+    - ``fit_noise``: re-estimate each assay's noise SD as the RMS of its residuals after a fit
+      and refit, ``noise_rounds`` times.
+    - ``failure_residual``: residual given to every observation of a run whose ODE solve fails.
+    - ``pad_multiple``: runs, observation times and donors are padded to a multiple of this, so
+      datasets of similar size reuse compiled code.
+    - ``prior_dominated_ratio``: a parameter whose posterior SD exceeds this fraction of its
+      prior SD is flagged as not identified by the data. ``high_correlation``: posterior
+      correlations above this (in absolute value) are reported.
+    - ``profile``: fitted parameters to profile (objective re-minimized over the others at
+      ``profile_points`` values within ``profile_span_sd`` posterior SDs of the estimate).
+    """
+
+    fitted: list[str] = dataclasses.field(default_factory=lambda: list(_DEFAULT_FITTED))
+    donor_level: list[str] = dataclasses.field(default_factory=lambda: list(_DEFAULT_DONOR_LEVEL))
+    donor_sd: float = 0.3
+    donor_sd_by_parameter: dict[str, float] = dataclasses.field(default_factory=dict)
+    n_starts: int = 3
+    start_spread: float = 0.5
+    max_steps: int = 50
+    decrement_tol: float = 1.0e-4
+    fit_noise: bool = False
+    noise_rounds: int = 2
+    failure_residual: float = 1.0e3
+    pad_multiple: int = 8
+    prior_dominated_ratio: float = 0.7
+    high_correlation: float = 0.95
+    profile: list[str] = dataclasses.field(default_factory=list)
+    profile_points: int = 7
+    profile_span_sd: float = 3.0
+
+    def donor_sds(self) -> tuple[float, ...]:
+        """Omega of each donor-level parameter, in ``donor_level`` order."""
+        return tuple(self.donor_sd_by_parameter.get(n, self.donor_sd) for n in self.donor_level)
+
+
+def calibration_config_problems(config: CalibrationConfig, key: str = "fit") -> list[str]:
+    """Every problem with ``config``, one line each naming ``<key>.<field>`` and the value."""
+    problems = []
+    known = set(PARAMETER_NAMES)
+
+    def names(field: str, allowed: set[str], what: str) -> None:
+        values = list(getattr(config, field))
+        for i, name in enumerate(values):
+            if name not in allowed:
+                problems.append(f"{key}.{field}[{i}]={name!r}: {what}")
+            elif name in values[:i]:
+                problems.append(f"{key}.{field}[{i}]={name!r}: listed twice")
+
+    names("fitted", known, "not a kinetic parameter (see docs/parameters.md)")
+    if not config.fitted:
+        problems.append(f"{key}.fitted=[]: fit at least one parameter")
+    names("donor_level", set(config.fitted), f"not in {key}.fitted")
+    for name, sd in config.donor_sd_by_parameter.items():
+        if name not in config.donor_level:
+            problems.append(f"{key}.donor_sd_by_parameter.{name}: not in {key}.donor_level")
+        elif not (math.isfinite(sd) and sd > 0):
+            problems.append(f"{key}.donor_sd_by_parameter.{name}={sd!r}: must be > 0")
+    names("profile", set(config.fitted), f"not in {key}.fitted")
+    positive = ("donor_sd", "decrement_tol", "failure_residual", "profile_span_sd")
+    for field in positive:
+        value = getattr(config, field)
+        if not (math.isfinite(value) and value > 0):
+            problems.append(f"{key}.{field}={value!r}: must be > 0")
+    if not (math.isfinite(config.start_spread) and config.start_spread >= 0):
+        problems.append(f"{key}.start_spread={config.start_spread!r}: must be >= 0")
+    at_least = {"n_starts": 1, "max_steps": 1, "noise_rounds": 1, "pad_multiple": 1}
+    at_least["profile_points"] = 2
+    for field, low in at_least.items():
+        value = getattr(config, field)
+        if value < low:
+            problems.append(f"{key}.{field}={value!r}: must be >= {low}")
+    for field in ("prior_dominated_ratio", "high_correlation"):
+        value = getattr(config, field)
+        if not 0 < value < 1:
+            problems.append(f"{key}.{field}={value!r}: must be in (0, 1)")
+    return problems
+
+
+def check_calibration_config(config: CalibrationConfig, key: str = "fit") -> None:
+    """**Raises:** :class:`~twin.TwinInputError` listing every problem of ``config``."""
+    problems = calibration_config_problems(config, key)
+    if problems:
+        raise TwinInputError(problems[0], problems=problems)
+
+
+def calibration_from_config(node: DictConfig) -> CalibrationConfig:
+    """A checked :class:`CalibrationConfig` from the ``fit`` config group."""
+    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(CalibrationConfig), node))
+    check_calibration_config(config)
+    return config

@@ -1,0 +1,132 @@
+"""Figures of a calibration: fits per run, residuals by assay, parameter intervals, profiles."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..assays import ASSAY_SCALES, MEASURED_VARIABLES  # noqa: E402
+from ..data import MEASUREMENT_UNITS  # noqa: E402
+from ._result import Calibration  # noqa: E402
+
+
+def plot_fits(calibration: Calibration, variable: str) -> plt.Figure:
+    """Observed (points) and fitted (line, at the observation times) ``variable`` per run,
+    one small panel per run, titled ``run (donor)``."""
+    rows = calibration.observations[calibration.observations["variable"] == variable]
+    runs = list(calibration.run_ids)
+    n_cols = math.ceil(math.sqrt(len(runs)))
+    n_rows = math.ceil(len(runs) / n_cols)
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(2.2 * n_cols + 1, 1.8 * n_rows + 1),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+        constrained_layout=True,
+    )
+    log_scale = ASSAY_SCALES[variable][0] == "log"
+    for ax, run_id, donor in zip(axes.ravel(), runs, calibration.run_donor_ids, strict=False):
+        seen = rows[rows["run_id"] == run_id].sort_values("time_h")
+        ax.plot(seen["time_h"], seen["predicted"], "-", color="tab:blue", lw=1.2)
+        ax.plot(seen["time_h"], seen["observed"], "o", color="k", ms=2.5, mfc="none")
+        ax.set_title(f"{run_id} ({donor})", fontsize=7)
+        ax.tick_params(labelsize=6)
+        if log_scale:
+            ax.set_yscale("log")
+    for ax in axes.ravel()[len(runs) :]:
+        ax.set_visible(False)
+    unit = MEASUREMENT_UNITS[variable]
+    fig.supxlabel("time since seed (h)", fontsize=8)
+    fig.supylabel(f"{variable} ({unit})" if unit != "1" else variable, fontsize=8)
+    fig.suptitle(f"{variable}: observed (points) and fitted (line)", fontsize=9)
+    return fig
+
+
+def plot_residuals(calibration: Calibration) -> plt.Figure:
+    """Scaled residuals (observed - fitted, in noise SDs) by assay and against time."""
+    observations = calibration.observations
+    present = [v for v in MEASURED_VARIABLES if (observations["variable"] == v).any()]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    groups = [observations.loc[observations["variable"] == v, "scaled_residual"] for v in present]
+    left.boxplot(groups, tick_labels=present, showfliers=True)
+    left.axhline(0.0, color="0.5", lw=0.8)
+    for level in (-2.0, 2.0):
+        left.axhline(level, color="0.7", lw=0.8, ls="--")
+    left.set_ylabel("scaled residual (noise SDs)")
+    left.tick_params(axis="x", labelrotation=30, labelsize=8)
+    rms = [float(np.sqrt(np.mean(g**2))) for g in groups]
+    left.set_title("by assay (RMS: " + ", ".join(f"{r:.2f}" for r in rms) + ")", fontsize=9)
+    for v in present:
+        chosen = observations["variable"] == v
+        right.plot(
+            observations.loc[chosen, "time_h"],
+            observations.loc[chosen, "scaled_residual"],
+            ".",
+            ms=3,
+            alpha=0.6,
+            label=v,
+        )
+    right.axhline(0.0, color="0.5", lw=0.8)
+    right.set_xlabel("time since seed (h)")
+    right.set_title("against time", fontsize=9)
+    right.legend(fontsize=7, markerscale=2)
+    return fig
+
+
+def plot_parameter_intervals(calibration: Calibration) -> plt.Figure:
+    """Prior (grey) and posterior (blue) 95 % intervals of each fitted parameter in natural
+    units on a log axis; parameters the data do not identify are marked."""
+    summary = calibration.summary()
+    fig, axes = plt.subplots(
+        len(summary), 1, figsize=(7, 0.65 * len(summary) + 1), constrained_layout=True
+    )
+    for ax, row in zip(np.atleast_1d(axes), summary.itertuples(index=False), strict=True):
+        ax.plot([row.prior_lower_95, row.prior_upper_95], [1, 1], color="0.6", lw=5)
+        ax.plot([row.prior], [1], "|", color="0.3", ms=12)
+        ax.plot([row.lower_95, row.upper_95], [0, 0], color="tab:blue", lw=5)
+        ax.plot([row.estimate], [0], "o", color="navy", ms=4)
+        ax.set_xscale("log")
+        low, high = ax.get_xlim()
+        ticks = np.geomspace(low, high, 6)[1:-1]
+        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_ylim(-0.8, 1.8)
+        ax.set_yticks([])
+        flag = "" if row.identified else "  (prior-dominated)"
+        ax.set_title(f"{row.parameter} [{row.unit}]{flag}", fontsize=8, loc="left")
+        ax.tick_params(labelsize=7)
+    fig.suptitle("95 % intervals: prior (grey, top) and posterior (blue, bottom)", fontsize=9)
+    return fig
+
+
+def plot_profiles(calibration: Calibration) -> plt.Figure:
+    """Profile objective ``2 (objective - best)`` of each profiled parameter, with the 95 %
+    chi-square threshold and the Laplace approximation's quadratic for comparison."""
+    profiles = calibration.profiles
+    names = list(dict.fromkeys(profiles["parameter"]))
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(3.5 * len(names), 3.2), squeeze=False, constrained_layout=True
+    )
+    sd = np.sqrt(np.diag(calibration.covariance))
+    for ax, name in zip(axes.ravel(), names, strict=True):
+        group = profiles[profiles["parameter"] == name].sort_values("value_unconstrained")
+        k = calibration.fitted.index(name)
+        u = group["value_unconstrained"].to_numpy()
+        deviance = 2.0 * (group["objective"].to_numpy() - calibration.objective)
+        ax.plot(group["value"], deviance, "o-", ms=3, label="profile")
+        ax.plot(group["value"], ((u - calibration.estimate[k]) / sd[k]) ** 2, "--", label="Laplace")
+        ax.axhline(3.841458820694124, color="0.5", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_title(name, fontsize=8)
+        ax.set_ylabel("2 x objective increase", fontsize=8)
+        ax.legend(fontsize=7)
+    return fig

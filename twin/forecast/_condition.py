@@ -1,0 +1,123 @@
+"""Condition each run's donor effects on the run's own measurements (the calibration is the prior).
+
+For run ``r`` the unknowns are its donor-level effects ``b`` (estimation scale). The population
+values stay at the calibration's estimate; the prior on ``b`` is the calibration's posterior of
+that donor's effects when the donor was in the calibration data (and ``use_known_donors``), else
+a new donor's ``N(0, omega^2)``. The MAP of ``b`` is found by a fixed number of
+Levenberg-Marquardt steps on the whitened residuals ``[assay residuals / noise SD,
+L^-1 (b - prior mean)]``, and its posterior covariance by the Laplace approximation
+``(J^T J)^-1``. All runs are solved at once (``vmap``), with forward-mode Jacobians through the
+ODE solve.
+
+The loop is written out (a ``lax.scan`` of damped Gauss-Newton steps) rather than taken from
+optimistix: with only a handful of unknowns it needs one forward-mode Jacobian and one residual
+evaluation per step, and it compiled in a fraction of the time (measured: optimistix's
+``LevenbergMarquardt`` under ``vmap`` took 161 s to compile on the 2-core machine).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float
+
+from ..assays import MEASURED_VARIABLES
+from ..calibrate import Calibration, CalibrationArrays
+from ..calibrate._model import ModelSpec, ParameterLayout, Prior, make_prior, run_residuals
+
+
+class RunPosterior(eqx.Module):
+    """Per run (leading axis): MAP donor effects, their covariance, and fit diagnostics."""
+
+    effects: Float[Array, "runs donor_level"]
+    covariance: Float[Array, "runs donor_level donor_level"]
+    objective: Float[Array, " runs"]
+    converged: Bool[Array, " runs"]
+    solve_success: Bool[Array, " runs"]
+
+
+def effect_prior(
+    calibration: Calibration, donor_ids: list[str], use_known_donors: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prior mean ``[runs, q]`` and covariance ``[runs, q, q]`` of each run's donor effects."""
+    p, q = len(calibration.fitted), len(calibration.donor_level)
+    means = np.zeros((len(donor_ids), q))
+    covariances = np.broadcast_to(np.diag(calibration.donor_sd**2), (len(donor_ids), q, q)).copy()
+    for i, donor in enumerate(donor_ids):
+        if use_known_donors and donor in calibration.donor_ids:
+            d = calibration.donor_ids.index(donor)
+            block = slice(p + d * q, p + (d + 1) * q)
+            means[i] = calibration.donor_effects[d]
+            covariances[i] = calibration.covariance[block, block]
+    return means, covariances
+
+
+def _spec_and_prior(calibration: Calibration) -> tuple[ModelSpec, Prior]:
+    layout = ParameterLayout(calibration.fitted, calibration.donor_level, n_donors=1)
+    spec = ModelSpec(layout, calibration.structure, calibration.solver)
+    prior = make_prior(calibration.model_parameters, layout, calibration.donor_sd)
+    return spec, prior
+
+
+def condition_runs(
+    calibration: Calibration,
+    arrays: CalibrationArrays,
+    prior_mean: Float[Array, "runs donor_level"],
+    prior_covariance: Float[Array, "runs donor_level donor_level"],
+    *,
+    max_steps: int = 20,
+) -> RunPosterior:
+    """MAP and Laplace covariance of each run's donor effects given its measurements."""
+    spec, prior = _spec_and_prior(calibration)
+    noise_sd = jnp.asarray([calibration.noise.sd(v) for v in MEASURED_VARIABLES])
+    theta_pop = jnp.asarray(calibration.estimate)
+    position = spec.layout.donor_level_position
+    return _condition(
+        theta_pop,
+        arrays,
+        jnp.asarray(prior_mean),
+        jnp.asarray(prior_covariance),
+        prior,
+        noise_sd,
+        spec,
+        position,
+        max_steps,
+    )
+
+
+@eqx.filter_jit
+def _condition(
+    theta_pop, arrays, prior_mean, prior_covariance, prior, noise_sd, spec, position, max_steps
+):
+    def one(run, mean, covariance):
+        whiten = jnp.linalg.inv(jnp.linalg.cholesky(covariance))
+
+        def residuals(b):
+            theta = theta_pop.at[position].add(b)
+            data, ok = run_residuals(theta, run, prior, noise_sd, spec)
+            r = jnp.concatenate([data.ravel(), whiten @ (b - mean)])
+            return r, (r, ok)
+
+        def step(carry, _):
+            b, damping = carry
+            jacobian, (r, _) = jax.jacfwd(residuals, has_aux=True)(b)
+            gradient, hessian = jacobian.T @ r, jacobian.T @ jacobian
+            scale = jnp.diag(jnp.maximum(jnp.diag(hessian), 1e-12))
+            delta = -jnp.linalg.solve(hessian + damping * scale, gradient)
+            r_new, _ = residuals(b + delta)
+            better = r_new @ r_new < r @ r
+            return (
+                jnp.where(better, b + delta, b),
+                jnp.where(better, damping / 3.0, damping * 4.0),
+            ), None
+
+        (b, _), _ = jax.lax.scan(step, (mean, jnp.asarray(1e-3)), None, length=max_steps)
+        jacobian, (r, ok) = jax.jacfwd(residuals, has_aux=True)(b)
+        gradient, hessian = jacobian.T @ r, jacobian.T @ jacobian
+        decrement = 0.5 * gradient @ jnp.linalg.solve(hessian, gradient)
+        return b, jnp.linalg.inv(hessian), 0.5 * r @ r, decrement < 1e-6, ok
+
+    b, cov, objective, converged, ok = jax.vmap(one)(arrays, prior_mean, prior_covariance)
+    return RunPosterior(b, cov, objective, converged, ok)

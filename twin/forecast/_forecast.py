@@ -1,0 +1,259 @@
+"""Forecast running batches: condition on their data, propagate uncertainty, advise on harvest.
+
+For each run: its donor effects are conditioned on its own measurements (:mod:`._condition`);
+parameter draws combine that run posterior (donor-level parameters) with the calibration's
+population posterior (the other fitted parameters); every draw is simulated over the run's
+planned schedule, continued ``advice_extension_h`` past the planned harvest with no further
+events, and assay noise is added so the intervals are for *what would be measured*.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from .._errors import TwinInputError
+from ..calibrate import Calibration, build_problem
+from ..calibrate._model import ParameterLayout, kinetic_parameters, make_prior
+from ..data import RunData
+from ..kinetics import ModelStructure
+from ..observe import observables
+from ..process import Downstream, Event, Recipe, build_schedule, stack_schedules
+from ..simulate import SolverSettings, simulate
+from ._condition import RunPosterior, condition_runs, effect_prior
+from ._predictive import (
+    FORECAST_VARIABLES,
+    forecast_frame,
+    harvest_advice,
+    interval_rows,
+    measured_draws,
+    release_odds,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForecastSettings:
+    """How to forecast (Hydra config ``forecast``).
+
+    - ``n_draws``: parameter draws per run (each one simulation).
+    - ``use_known_donors``: for a donor in the calibration data, start from its calibrated
+      effects (its own earlier batches) rather than from a new donor's prior.
+    - ``population_uncertainty``: also draw the non-donor-level fitted parameters from the
+      calibration's posterior.
+    - ``planned_harvest_time_h``: harvest time of a running batch whose events plan none.
+    - ``advice_extension_h``, ``time_step_h``: how far past the planned harvest the harvest
+      advice looks, and the spacing of the forecast's time grid.
+    """
+
+    n_draws: int = 200
+    seed: int = 0
+    use_known_donors: bool = True
+    population_uncertainty: bool = True
+    planned_harvest_time_h: float = 192.0
+    advice_extension_h: float = 48.0
+    time_step_h: float = 6.0
+
+    def __post_init__(self):
+        if self.n_draws < 10:
+            raise ValueError(f"forecast.n_draws={self.n_draws!r}: must be >= 10")
+        for name in ("planned_harvest_time_h", "time_step_h"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"forecast.{name}={getattr(self, name)!r}: must be > 0")
+        if self.advice_extension_h < 0:
+            raise ValueError(
+                f"forecast.advice_extension_h={self.advice_extension_h!r}: must be >= 0"
+            )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Forecast:
+    """The forecast of every run.
+
+    - ``table``: forecast.csv rows (RUN_DATA.md), at each run's planned harvest.
+    - ``runs``: one row per run: ``now_h`` (last measurement), planned harvest, release odds at
+      the planned harvest, the recommended harvest time with its odds and expected yield, and
+      the conditioning diagnostics.
+    - ``time_h``: ``[runs, times]`` forecast grid; ``quantiles``: per variable
+      ``[runs, times, 5]`` measured-value quantiles (5, 25, 50, 75, 95 %).
+    """
+
+    table: pd.DataFrame
+    runs: pd.DataFrame
+    time_h: np.ndarray
+    quantiles: dict[str, np.ndarray]
+
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def planned_events(events: list[Event], settings: ForecastSettings, run_id: str) -> list[Event]:
+    """A run's events ending with a harvest (the recorded/planned one, else the default)."""
+    if events and events[-1].operation == "harvest":
+        return list(events)
+    last = max(e.time_h for e in events)
+    harvest = settings.planned_harvest_time_h
+    if harvest < last:
+        raise TwinInputError(
+            f"run {run_id!r} has no harvest and its last event ({last:g} h) is later than "
+            f"forecast.planned_harvest_time_h={harvest:g}"
+        )
+    return [*events, Event(harvest, "harvest")]
+
+
+def forecast(
+    calibration: Calibration,
+    data: RunData,
+    downstream: Downstream,
+    settings: ForecastSettings = ForecastSettings(),
+) -> Forecast:
+    """Forecast every run of ``data`` to its (planned) harvest; see the module docstring."""
+    run_ids = list(data.run_ids)
+    events = {r: planned_events(data.events_for(r), settings, r) for r in run_ids}
+    planned_h = np.array([events[r][-1].time_h for r in run_ids])
+    now_h = np.array(
+        [
+            float(data.measurements_for(r)["time_h"].max())
+            if len(data.measurements_for(r))
+            else 0.0
+            for r in run_ids
+        ]
+    )
+    posterior = _posterior(calibration, data, run_ids, settings)
+
+    recipe = Recipe()
+    end_h = planned_h + settings.advice_extension_h
+    schedules = []
+    for run_id, end in zip(run_ids, end_h, strict=True):
+        extended = [*events[run_id][:-1], Event(float(end), "harvest")]
+        schedules.append(
+            build_schedule(
+                extended,
+                medium_glucose_mM=recipe.medium_glucose_mM,
+                medium_il2_IU_per_mL=recipe.medium_il2_IU_per_mL,
+            )
+        )
+    grid = [
+        np.unique(np.r_[np.arange(0.0, end, settings.time_step_h), planned, end])
+        for planned, end in zip(planned_h, end_h, strict=True)
+    ]
+    n_times = max(g.size for g in grid)
+    time_h = np.stack([np.r_[g, np.full(n_times - g.size, g[-1])] for g in grid])
+
+    theta = _parameter_draws(calibration, posterior, settings)
+    states = _simulate_draws(calibration, theta, stack_schedules(schedules), jnp.asarray(time_h))
+    truth = observables(states)
+    measured = measured_draws(jax.random.PRNGKey(settings.seed + 1), truth, calibration.noise)
+    # measured[v]: [runs, draws, times]
+    quantiles = {
+        v: np.moveaxis(np.quantile(measured[v], QUANTILES, axis=1), 0, -1)
+        for v in FORECAST_VARIABLES
+    }
+
+    rows, summaries = [], []
+    for i, run_id in enumerate(run_ids):
+        at_planned = int(np.searchsorted(time_h[i], planned_h[i]))
+        at = {v: measured[v][i, :, at_planned] for v in FORECAST_VARIABLES}
+        rows += interval_rows(run_id, float(planned_h[i]), at)
+        odds = release_odds({v: measured[v][i] for v in FORECAST_VARIABLES}, downstream)
+        candidates = time_h[i] >= now_h[i]
+        advice = harvest_advice(
+            time_h[i][candidates], {k: np.asarray(x)[candidates] for k, x in odds.items()}
+        )
+        summaries.append(
+            {
+                "run_id": run_id,
+                "donor_id": data.donor_of(run_id),
+                "finished": data.is_finished(run_id),
+                "now_h": now_h[i],
+                "planned_harvest_time_h": planned_h[i],
+                **{f"{k}_at_planned": float(np.asarray(x)[at_planned]) for k, x in odds.items()},
+                **advice,
+                "conditioning_converged": bool(posterior.converged[i]),
+                "conditioning_solve_success": bool(posterior.solve_success[i]),
+            }
+        )
+    return Forecast(
+        table=forecast_frame(rows),
+        runs=pd.DataFrame(summaries),
+        time_h=time_h,
+        quantiles=quantiles,
+    )
+
+
+def _posterior(
+    calibration: Calibration, data: RunData, run_ids: list[str], settings: ForecastSettings
+) -> RunPosterior:
+    donors = [data.donor_of(r) for r in run_ids]
+    mean, covariance = effect_prior(calibration, donors, settings.use_known_donors)
+    if data.measurements.empty:  # nothing to condition on: the prior is the posterior
+        n = len(run_ids)
+        return RunPosterior(
+            jnp.asarray(mean),
+            jnp.asarray(covariance),
+            jnp.zeros(n),
+            jnp.ones(n, bool),
+            jnp.ones(n, bool),
+        )
+    problem = build_problem(data)
+    n_padded = problem.arrays.n_runs
+    pad = n_padded - len(run_ids)
+    mean = np.concatenate([mean, np.zeros((pad, mean.shape[1]))])
+    covariance = np.concatenate(
+        [covariance, np.broadcast_to(covariance[:1], (pad,) + covariance.shape[1:])]
+    )
+    posterior = condition_runs(calibration, problem.arrays, mean, covariance)
+    return jax.tree.map(lambda x: x[: len(run_ids)], posterior)
+
+
+def _parameter_draws(
+    calibration: Calibration, posterior: RunPosterior, settings: ForecastSettings
+) -> np.ndarray:
+    """``[runs, draws, fitted]`` draws on the estimation scale."""
+    key_pop, key_run = jax.random.split(jax.random.PRNGKey(settings.seed))
+    n_runs, p = posterior.effects.shape[0], len(calibration.fitted)
+    estimate = jnp.asarray(calibration.estimate)
+    if settings.population_uncertainty:
+        pop = jax.random.multivariate_normal(
+            key_pop,
+            estimate,
+            jnp.asarray(calibration.covariance[:p, :p]),
+            (n_runs, settings.n_draws),
+        )
+    else:
+        pop = jnp.broadcast_to(estimate, (n_runs, settings.n_draws, p))
+    effects = jax.vmap(
+        lambda k, m, c: jax.random.multivariate_normal(k, m, c, (settings.n_draws,))
+    )(jax.random.split(key_run, n_runs), posterior.effects, posterior.covariance)
+    position = np.array([calibration.fitted.index(n) for n in calibration.donor_level])
+    # Donor-level parameters come from the run's own posterior (which already absorbed the
+    # population value); the others from the population posterior.
+    theta = pop.at[..., position].set(estimate[position][None, None, :] + effects)
+    return theta
+
+
+def _simulate_draws(calibration: Calibration, theta, schedules, time_h):
+    """Simulated states ``[runs, draws, times]`` of the parameter draws ``theta``."""
+    layout = ParameterLayout(calibration.fitted, calibration.donor_level, n_donors=1)
+    base = make_prior(calibration.model_parameters, layout, calibration.donor_sd).base
+    return _simulate_all(
+        theta, schedules, time_h, base, layout, calibration.structure, calibration.solver
+    )
+
+
+@eqx.filter_jit
+def _simulate_all(
+    theta, schedules, time_h, base, layout, structure: ModelStructure, solver: SolverSettings
+):
+    def one_run(theta_run, schedule, times):
+        def one_draw(t):
+            params = kinetic_parameters(t, base, layout)
+            return simulate(params, schedule, times, structure, solver).states
+
+        return jax.vmap(one_draw)(theta_run)
+
+    return jax.vmap(one_run)(theta, schedules, time_h)

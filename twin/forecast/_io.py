@@ -1,0 +1,72 @@
+"""Reading the calibration a forecast starts from, and truncating data for backtests."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .._cli import resolve_user_path
+from .._errors import TwinInputError
+from ..calibrate import Calibration, load_calibration
+from ..data import RunData
+
+
+def calibration_from_path(path: str | None, key: str = "calibration") -> Calibration:
+    """Load ``calibration.nc`` from a file or from a calibrate run directory.
+
+    **Raises:** :class:`TwinInputError` naming ``key`` if it is unset or nothing is there.
+    """
+    if path is None:
+        raise TwinInputError(
+            f"{key} is required: the calibration.nc of `python experiments/calibrate.py` "
+            "(or its run directory)"
+        )
+    target = resolve_user_path(str(path))
+    if target.is_dir():
+        target = target / "calibration.nc"
+    if not target.is_file():
+        raise TwinInputError(f"{key}={str(path)!r}: no calibration file at {target}")
+    return load_calibration(target)
+
+
+def harvest_times(data: RunData) -> pd.Series:
+    """Harvest time (h) of each finished run, indexed by run_id."""
+    events = data.events
+    return events[events["operation"] == "harvest"].set_index("run_id")["time_h"]
+
+
+def truncate(data: RunData, run_ids: list[str], horizon_h: float) -> RunData:
+    """The runs ``run_ids`` as they were ``horizon_h`` hours before harvest: measurements after
+    that are removed; the events (done and planned, harvest included) are kept."""
+    harvest = harvest_times(data)
+    missing = sorted(set(run_ids) - set(harvest.index))
+    if missing:
+        raise TwinInputError(f"runs {missing} have no harvest: a backtest needs finished runs")
+    runs = data.runs[data.runs["run_id"].isin(run_ids)]
+    events = data.events[data.events["run_id"].isin(run_ids)]
+    measurements = data.measurements[data.measurements["run_id"].isin(run_ids)]
+    cutoff = measurements["run_id"].map(harvest) - horizon_h
+    return RunData(
+        runs=runs, events=events, measurements=measurements[measurements["time_h"] <= cutoff]
+    )
+
+
+def subset(data: RunData, run_ids: list[str]) -> RunData:
+    """The runs ``run_ids`` with all their data."""
+    keep = set(run_ids)
+    return RunData(
+        runs=data.runs[data.runs["run_id"].isin(keep)],
+        events=data.events[data.events["run_id"].isin(keep)],
+        measurements=data.measurements[data.measurements["run_id"].isin(keep)],
+    )
+
+
+def observed_at_harvest(data: RunData) -> pd.DataFrame:
+    """Measured viable CAR+ cells at each finished run's harvest (viable cells x %CAR+)."""
+    harvest = harvest_times(data)
+    m = data.measurements
+    at = m[m["time_h"] == m["run_id"].map(harvest)]
+    wide = at.pivot_table(index="run_id", columns="variable", values="value")
+    if not {"viable_cells", "car_pos_fraction"} <= set(wide.columns):
+        return pd.DataFrame(columns=["run_id", "observed"])
+    product = (wide["viable_cells"] * wide["car_pos_fraction"]).dropna()
+    return product.rename("observed").reset_index()
