@@ -6,22 +6,13 @@ files in one folder. Columns are listed in the order they are written.
 
 from __future__ import annotations
 
+from twin.process._schedule import EVENT_FIELDS
+
 TABLES: tuple[str, ...] = ("runs", "events", "measurements")
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "runs": ("run_id", "donor_id"),
-    "events": (
-        "run_id",
-        "time_h",
-        "operation",
-        "cells",
-        "viability",
-        "volume_ml",
-        "moi",
-        "fraction",
-        "glucose_mM",
-        "il2_IU_per_mL",
-    ),
+    "events": ("run_id", "time_h", "operation", *EVENT_FIELDS),
     "measurements": ("run_id", "time_h", "variable", "value"),
 }
 
