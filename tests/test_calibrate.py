@@ -334,7 +334,7 @@ def test_run_writes_outputs_and_the_file_round_trips(virtual, calibration, tmp_p
     pd.testing.assert_frame_equal(loaded.diagnostics, result.diagnostics)
     pd.testing.assert_frame_equal(loaded.observations, result.observations)
     assert float(loaded.population.activation_lag_h) == float(result.population.activation_lag_h)
-    assert "calibration:" in loaded.config
+    assert "fit:" in loaded.config
 
 
 def test_write_calibration_round_trips_profiles(calibration, tmp_path):
@@ -393,6 +393,7 @@ def test_failed_solves_give_a_large_finite_objective(setup):
     x[layout.fitted.index("activation_lag_h")] -= 10.0  # a 5-second lag: too stiff for Tsit5
     result = jax.tree.map(np.asarray, fit_one(jnp.asarray(x), data, spec, EVALUATE))
     assert not result.run_success.any()  # every solve ran out of steps
+    assert result.failed_evaluations == 1  # the start, the one point evaluated
     assert np.isfinite(result.objective) and np.all(np.isfinite(result.jacobian))
     assert np.max(np.abs(result.residuals)) == CONFIG.failure_residual
 

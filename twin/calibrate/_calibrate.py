@@ -166,6 +166,7 @@ def _record(
                 "objective": float(result.objective),
                 "steps": int(result.steps),
                 "accepted_steps": int(result.accepted_steps),
+                "failed_evaluations": int(result.failed_evaluations),
                 "gradient_norm": float(result.gradient_norm),
                 "decrement": float(result.decrement),
                 "converged": bool(result.converged),
@@ -186,11 +187,14 @@ def _record(
             "converged" if result.converged else "NOT converged",
             wall_s,
         )
-        if failed:
+        if result.failed_evaluations:
             log.warning(
-                "round %d start %d: the ODE solve failed for %d run(s) at the end point",
+                "round %d start %d: the ODE solve failed at %d of %d evaluated points "
+                "(penalized, never NaN), for %d run(s) at the end point",
                 noise_round,
                 start,
+                result.failed_evaluations,
+                result.steps + 1,
                 failed,
             )
     return outcomes[chosen][0]

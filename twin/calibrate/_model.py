@@ -265,6 +265,11 @@ def prior_residuals(
     return jnp.concatenate([population, donors.ravel()])
 
 
+def prior_scales(prior: Prior, layout: ParameterLayout) -> Float[Array, " unknowns"]:
+    """Prior SD of each unknown: ``[population_sd, donor_sd tiled over donors]``."""
+    return jnp.concatenate([prior.population_sd, jnp.tile(prior.donor_sd, layout.n_donors)])
+
+
 def residuals(
     x: Float[Array, " unknowns"], data: ObjectiveData, spec: ModelSpec, *, structured: bool
 ) -> Float[Array, " residuals"]:
@@ -301,12 +306,6 @@ def residuals_and_jacobian(
     data_rows = jnp.concatenate(
         [jacobian.reshape(n_rows, -1), effect_columns.reshape(n_rows, -1)], axis=1
     )
-    prior_scale = jnp.concatenate(
-        [
-            data.prior.population_sd,
-            jnp.tile(data.prior.donor_sd, layout.n_donors),
-        ]
-    )
-    prior_rows = jnp.diag(1.0 / prior_scale)
+    prior_rows = jnp.diag(1.0 / prior_scales(data.prior, layout))
     r = jnp.concatenate([r_data.ravel(), prior_residuals(theta_pop, effects, data.prior, layout)])
     return r, jnp.concatenate([data_rows, prior_rows], axis=0), ok
