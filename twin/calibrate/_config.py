@@ -58,7 +58,7 @@ class CalibrationConfig:
     donor_level: list[str] = dataclasses.field(default_factory=lambda: list(_DEFAULT_DONOR_LEVEL))
     donor_sd: float = 0.3
     donor_sd_by_parameter: dict[str, float] = dataclasses.field(default_factory=dict)
-    n_starts: int = 3
+    n_starts: int = 2
     start_spread: float = 0.5
     max_steps: int = 50
     decrement_tol: float = 1.0e-4
