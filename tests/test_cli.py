@@ -17,6 +17,8 @@ import xarray as xr
 import yaml
 from omegaconf import OmegaConf
 
+import twin.optimize  # noqa: F401  (registers the optimize schema, whatever the test order)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
 TIMEOUT_S = 600
