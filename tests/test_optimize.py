@@ -28,6 +28,7 @@ from twin.optimize import (
     non_dominated,
     release_margins,
     smooth_conformance,
+    sobol_search,
 )
 from twin.process import Downstream, Recipe, pad_schedule, product, schedule_from_values
 
@@ -190,6 +191,44 @@ def test_gradient_search_improves_on_the_start(problem):
     result = gradient_search(problem, donors, z0[None], steps=8, learning_rate=0.3)
     assert result.loss < start_loss - 0.01, (start_loss, result.history)
     assert result.simulations == 8 * 4 * 3
+
+
+def test_vector_limit_holds_for_the_gradient_result(problem):
+    problem, donors = problem
+    z0 = problem.space.start()
+    start_vector = problem.outcomes(z0, donors)["vector_TU"].mean()
+    # A random start with a high MOI begins over the limit: the penalty must bring it back.
+    high_moi = problem.space.to_unconstrained({"moi": 7.0, "harvest_time_h": 200.0})
+    free = gradient_search(problem, donors, high_moi[None], steps=8, learning_rate=0.3)
+    assert free.vector_TU > 1.2 * start_vector  # the limit binds here
+    limited = gradient_search(
+        problem, donors, high_moi[None], steps=8, learning_rate=0.3, max_vector_TU=start_vector
+    )
+    assert limited.feasible and 0 < limited.evaluated_feasible < 8, limited
+    assert limited.vector_TU <= start_vector
+    # The reported figure is the point's: re-simulated, it meets the limit.
+    assert problem.outcomes(limited.z, donors)["vector_TU"].mean() <= start_vector
+
+
+def test_sobol_filters_points_over_the_vector_limit(problem):
+    problem, donors = problem
+    z0 = problem.space.start()
+    start_vector = problem.outcomes(z0, donors)["vector_TU"].mean()
+    result = sobol_search(problem, donors, 4 * 16, seed=0, max_vector_TU=start_vector)
+    assert result.feasible and result.vector_TU <= start_vector
+    # Vector use is MOI x cells at transduction (fixed here): a point is feasible iff its
+    # MOI is at most the start's (5 TU/cell).
+    sampler_points = len(result.history[0])
+    assert sampler_points == 16
+    losses = result.history[0]
+    assert np.isfinite(losses[0])  # the start recipe is feasible
+    assert 0 < np.isnan(losses).sum() < sampler_points
+    assert result.evaluated_feasible == np.isfinite(losses).sum()
+    chosen_moi = float(problem.space.to_values(jnp.asarray(result.z))["moi"])
+    assert chosen_moi <= 5.0 + 1e-9
+    unlimited = sobol_search(problem, donors, 4 * 16, seed=0)
+    assert np.all(np.isfinite(unlimited.history[0]))
+    assert unlimited.loss <= result.loss
 
 
 # --- outputs ------------------------------------------------------------------------------------

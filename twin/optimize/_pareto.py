@@ -18,10 +18,12 @@ def pareto_sweep(
     steps: int,
     learning_rate: float,
     cost_scale: float,
+    max_vector_TU: float | None = None,
 ) -> list[SearchResult]:
     """For each weight ``lam``: maximize ``P(conforming) - lam x cost / cost_scale`` from
     ``start`` (``problem.objective`` must be ``p_conforming``). ``cost_scale`` (USD) is the
-    reference cost, e.g. the start recipe's, so ``lam`` is P(conforming) traded per 100 % cost."""
+    reference cost, e.g. the start recipe's, so ``lam`` is P(conforming) traded per 100 % cost.
+    ``max_vector_TU``: the vector-use limit of :func:`gradient_search`, for every point."""
     if problem.objective != "p_conforming":
         raise ValueError("pareto_sweep needs a problem with objective='p_conforming'")
     return [
@@ -33,6 +35,7 @@ def pareto_sweep(
             learning_rate=learning_rate,
             cost_weight=weight,
             cost_scale=cost_scale,
+            max_vector_TU=max_vector_TU,
         )
         for weight in cost_weights
     ]

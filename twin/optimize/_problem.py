@@ -58,7 +58,8 @@ class RobustProblem:
             value = objective_loss(
                 out, objective, exact=False, cost_weight=cost_weight, cost_scale=cost_scale
             )
-            return value, (value, out)
+            # Row 1: the mean vector use, so a constraint on it costs no extra simulation.
+            return jnp.stack([value, jnp.mean(out["vector_TU"])]), (value, out)
 
         self._outcomes = jax.jit(outcomes)
         self._gradient = jax.jit(jax.jacfwd(loss, has_aux=True))
@@ -76,10 +77,23 @@ class RobustProblem:
         cost_scale: float = 1.0,
     ) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
         """``(smooth loss, d loss / d z, per-donor outcomes)`` at ``z``."""
-        gradient, (value, out) = self._gradient(
+        value, gradient, _, out = self.loss_and_jacobian(z, donors, cost_weight, cost_scale)
+        return value, gradient, out
+
+    def loss_and_jacobian(
+        self,
+        z: Float[Array, " D"],
+        donors: KineticParameters,
+        cost_weight: float = 0.0,
+        cost_scale: float = 1.0,
+    ) -> tuple[float, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """``(smooth loss, d loss / d z, d mean vector TU / d z, per-donor outcomes)`` at
+        ``z`` (one forward-mode pass gives both rows)."""
+        jacobian, (value, out) = self._gradient(
             jnp.asarray(z, float),
             donors,
             jnp.asarray(cost_weight, float),
             jnp.asarray(cost_scale, float),
         )
-        return float(value), np.asarray(gradient), {k: np.asarray(v) for k, v in out.items()}
+        jacobian = np.asarray(jacobian)
+        return float(value), jacobian[0], jacobian[1], {k: np.asarray(v) for k, v in out.items()}

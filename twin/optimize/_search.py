@@ -4,6 +4,10 @@ Budget accounting (simulations of one batch): an objective evaluation over ``N``
 ``N``; a forward-mode gradient over ``D`` decisions is counted as ``N (1 + D)`` (the primal
 plus one tangent per decision, what finite differences would cost), although it measured close
 to one evaluation's wall time. The derivative-free baseline gets the same count of simulations.
+
+Both searches take the same optional limit on the mean vector use over the training donors
+(``max_vector_TU``): a quadratic penalty steers the gradient search, infeasible points are
+filtered out of the baseline, and each returns the best point that meets the limit.
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ from ..kinetics import KineticParameters
 from ._objective import objective_loss
 from ._problem import RobustProblem
 
+# The vector-use penalty aims this far (relative) inside the limit, so that iterates which
+# settle against the limit stay feasible rather than hovering just outside it.
+VECTOR_MARGIN = 0.01
+# Penalty weight per (relative excess)^2, in units of |smooth loss at the first evaluation|
+# (so it is on the objective's scale whatever the objective).
+VECTOR_PENALTY = 100.0
+
 
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
@@ -27,7 +38,12 @@ class SearchResult:
 
     **Fields:** ``z`` (unconstrained decisions), ``loss`` (its loss: the smooth surrogate for the
     gradient search, exact for the baseline), ``history`` (per start, the loss of each
-    evaluation), ``simulations`` (the budget used, see the module doc), ``seconds`` (wall time).
+    evaluation; NaN where the point broke the vector limit, for the baseline),
+    ``simulations`` (the budget used, see the module doc), ``seconds`` (wall time),
+    ``vector_TU`` (mean vector use over the training donors at ``z``, TU), ``feasible``
+    (whether ``z`` meets the vector limit; a search keeps the best feasible point and returns
+    an infeasible one only if it evaluated no feasible point), ``evaluated_feasible`` (how many
+    evaluated points met the limit).
     """
 
     z: np.ndarray
@@ -35,6 +51,9 @@ class SearchResult:
     history: tuple[np.ndarray, ...]
     simulations: int
     seconds: float
+    vector_TU: float = math.nan
+    feasible: bool = True
+    evaluated_feasible: int = 0
 
 
 def n_donors(donors: KineticParameters) -> int:
@@ -46,6 +65,13 @@ def gradient_simulations(problem: RobustProblem, donors: KineticParameters, step
     return steps * n_donors(donors) * (1 + problem.space.dimension)
 
 
+def _rank(loss: float, vector: float, limit: float) -> tuple[int, float]:
+    """Sort key of an evaluated point: feasible points by loss, then the rest by vector use."""
+    if vector <= limit:
+        return (0, loss if math.isfinite(loss) else math.inf)
+    return (1, vector)
+
+
 def gradient_search(
     problem: RobustProblem,
     donors: KineticParameters,
@@ -55,21 +81,42 @@ def gradient_search(
     learning_rate: float,
     cost_weight: float = 0.0,
     cost_scale: float = 1.0,
+    max_vector_TU: float | None = None,
 ) -> SearchResult:
     """Adam on the unconstrained decisions from each of ``starts`` (``(S, D)``), ``steps``
-    gradient evaluations each; keeps the evaluated point with the lowest smooth loss."""
+    gradient evaluations each; keeps the evaluated point with the lowest smooth loss among
+    those whose mean vector use over ``donors`` is at most ``max_vector_TU`` (TU; ``None``:
+    no limit).
+
+    The limit enters the descent as a quadratic penalty on the relative excess over
+    ``(1 - VECTOR_MARGIN) x max_vector_TU``, its gradient exact (the mean vector use is a
+    second row of the same forward-mode Jacobian); feasibility of the kept point is then
+    checked exactly, not left to the penalty.
+    """
     began = time.perf_counter()
+    limit = math.inf if max_vector_TU is None else float(max_vector_TU)
     optimizer = optax.adam(learning_rate)
-    best_z, best_loss, history = starts[0], math.inf, []
+    best_z, best_key, best_loss, best_vector = starts[0], (2, math.inf), math.inf, math.nan
+    weight, n_feasible, history = None, 0, []
     for start in starts:
         z = np.asarray(start, float)
         state = optimizer.init(z)
         losses = []
         for _ in range(steps):
-            loss, gradient, _ = problem.loss_and_gradient(z, donors, cost_weight, cost_scale)
+            loss, gradient, vector_gradient, out = problem.loss_and_jacobian(
+                z, donors, cost_weight, cost_scale
+            )
+            vector = float(np.mean(out["vector_TU"]))
             losses.append(loss)
-            if loss < best_loss:
-                best_z, best_loss = z, loss
+            key = _rank(loss, vector, limit)
+            n_feasible += key[0] == 0
+            if key < best_key:
+                best_z, best_key, best_loss, best_vector = z, key, loss, vector
+            if weight is None:
+                weight = VECTOR_PENALTY * max(abs(loss), 1e-6) if math.isfinite(loss) else 1.0
+            excess = max(0.0, vector / limit - (1.0 - VECTOR_MARGIN))
+            if excess > 0:
+                gradient = gradient + 2.0 * weight * excess * vector_gradient / limit
             # A donor whose solve fails contributes no gradient rather than NaN.
             gradient = np.where(np.isfinite(gradient), gradient, 0.0)
             updates, state = optimizer.update(gradient, state, z)
@@ -81,6 +128,9 @@ def gradient_search(
         history=tuple(history),
         simulations=len(starts) * gradient_simulations(problem, donors, steps),
         seconds=time.perf_counter() - began,
+        vector_TU=best_vector,
+        feasible=best_key[0] == 0,
+        evaluated_feasible=int(n_feasible),
     )
 
 
@@ -90,28 +140,36 @@ def sobol_search(
     simulations: int,
     *,
     seed: int,
+    max_vector_TU: float | None = None,
 ) -> SearchResult:
     """Scrambled Sobol points over the trust region (the start recipe first), each scored by
-    the exact objective on ``donors``; as many points as ``simulations`` allows."""
+    the exact objective on ``donors``; as many points as ``simulations`` allows. Points whose
+    mean vector use exceeds ``max_vector_TU`` (TU; ``None``: no limit) are infeasible: they
+    use budget but cannot be chosen (unless none is feasible: then the least vector use)."""
     began = time.perf_counter()
+    limit = math.inf if max_vector_TU is None else float(max_vector_TU)
     n_points = max(1, simulations // n_donors(donors))
     dimension = problem.space.dimension
     sampler = qmc.Sobol(dimension, scramble=True, seed=seed)
     cube = sampler.random_base2(max(0, math.ceil(math.log2(n_points))))[: n_points - 1]
     points = np.concatenate([problem.space.start()[None], problem.space.from_unit_cube(cube)])
-    losses = np.array(
-        [
-            float(objective_loss(problem.outcomes(z, donors), problem.objective, exact=True))
-            for z in points
-        ]
-    )
-    best = int(np.nanargmin(np.where(np.isnan(losses), np.inf, losses)))
+    losses, vectors = [], []
+    for z in points:
+        out = problem.outcomes(z, donors)
+        losses.append(float(objective_loss(out, problem.objective, exact=True)))
+        vectors.append(float(np.mean(out["vector_TU"])))
+    keys = [_rank(loss, vector, limit) for loss, vector in zip(losses, vectors, strict=True)]
+    best = min(range(len(points)), key=keys.__getitem__)
+    feasible = np.array([key[0] == 0 for key in keys])
     return SearchResult(
         z=points[best],
-        loss=float(losses[best]),
-        history=(losses,),
+        loss=losses[best],
+        history=(np.where(feasible, losses, np.nan),),
         simulations=len(points) * n_donors(donors),
         seconds=time.perf_counter() - began,
+        vector_TU=vectors[best],
+        feasible=bool(feasible[best]),
+        evaluated_feasible=int(feasible.sum()),
     )
 
 
