@@ -6,6 +6,11 @@ Donors (not runs) are held out, so every forecast is for a donor the calibration
 Writes ``backtest.csv`` (one row per held-out run: observed and forecast viable CAR+ cells at
 harvest, relative error, interval coverage), ``backtest.png`` and ``metrics.json`` (mean
 relative error, 90 % interval coverage) into the run directory; prints the metrics.
+
+Each fold's calibration is kept in ``folds/`` of the run directory. Running again into the
+same directory (``hydra.run.dir=...``) reuses the folds whose training data and fit settings
+are unchanged: an interrupted backtest resumes, and forecast settings can be compared
+without recalibrating.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from pathlib import Path
 
 import hydra
 import jax
-import numpy as np
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -28,19 +32,12 @@ from twin._cli import exit_on_input_error, resolve_user_path
 from twin.calibrate import calibrate, calibration_from_config
 from twin.data import read_run_data
 from twin.forecast import forecast, plot_backtest
+from twin.forecast._backtest import backtest_metrics, cached_calibration, donor_folds, fold_rows
 from twin.forecast._io import observed_at_harvest, subset, truncate
 from twin.plots import save_figure
 from twin.provenance import write_provenance
 
 jax.config.update("jax_enable_x64", True)
-
-
-def donor_folds(donor_ids: list[str], folds: int, seed: int) -> list[list[str]]:
-    """Donors shuffled (seeded) and dealt into ``folds`` groups."""
-    if not 2 <= folds <= len(donor_ids):
-        raise TwinInputError(f"folds={folds}: must be between 2 and the number of donors")
-    order = np.random.default_rng(seed).permutation(len(donor_ids))
-    return [[donor_ids[i] for i in order[k::folds]] for k in range(folds)]
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
@@ -56,12 +53,16 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     observed = observed_at_harvest(data).set_index("run_id")["observed"]
     donors = list(dict.fromkeys(data.runs["donor_id"]))
 
-    rows = []
-    for fold, held_out in enumerate(tqdm(donor_folds(donors, cfg.folds, cfg.seed), desc="folds")):
-        test_runs = [r for r in data.run_ids if data.donor_of(r) in held_out and r in observed]
-        train_runs = [r for r in data.run_ids if data.donor_of(r) not in held_out]
-        calibration = calibrate(
-            subset(data, train_runs),
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_provenance(out_dir, cfg, seed=cfg.seed)
+    # What a fold's calibration depends on besides its training data (see cached_calibration).
+    fit_settings = {
+        key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "noise", "fit")
+    } | {"seed": cfg.seed}
+
+    def fit_fold(train):
+        return calibrate(
+            train,
             fit,
             model_parameters=params,
             structure=structure,
@@ -70,36 +71,21 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
             seed=cfg.seed,
             progress=False,
         )
+
+    rows = []
+    folds = donor_folds(donors, cfg.folds, cfg.seed)
+    for fold, held_out in enumerate(tqdm(folds, desc="folds", disable=not cfg.progress)):
+        test_runs = [r for r in data.run_ids if data.donor_of(r) in held_out and r in observed]
+        train_runs = [r for r in data.run_ids if data.donor_of(r) not in held_out]
+        calibration = cached_calibration(
+            out_dir / "folds", fold, subset(data, train_runs), fit_settings, fit_fold
+        )
         result = forecast(
             calibration, truncate(data, test_runs, cfg.horizon_h), downstream, settings
         )
-        table = result.table[result.table["variable"] == "viable_car_pos_cells"]
-        for row in table.itertuples(index=False):
-            actual = float(observed[row.run_id])
-            rows.append(
-                {
-                    "run_id": row.run_id,
-                    "donor_id": data.donor_of(row.run_id),
-                    "fold": fold,
-                    "harvest_time_h": row.time_h,
-                    "observed": actual,
-                    "median": row.median,
-                    "lower_90": row.lower_90,
-                    "upper_90": row.upper_90,
-                    "relative_error": abs(row.median - actual) / actual,
-                    "covered": row.lower_90 <= actual <= row.upper_90,
-                }
-            )
+        rows += fold_rows(result.table, observed, data, fold, calibration.noise)
     results = pd.DataFrame(rows)
-    metrics = {
-        "horizon_h": float(cfg.horizon_h),
-        "runs": len(results),
-        "mean_relative_error": float(results["relative_error"].mean()),
-        "median_relative_error": float(results["relative_error"].median()),
-        "coverage_90": float(results["covered"].mean()),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_provenance(out_dir, cfg, seed=cfg.seed)
+    metrics = backtest_metrics(results, cfg.horizon_h)
     with atomic_path(out_dir / "backtest.csv") as tmp:
         results.to_csv(tmp, index=False)
     with atomic_path(out_dir / "metrics.json") as tmp:
