@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -297,14 +298,28 @@ def test_experiment_runs_and_its_recipe_simulates(tmp_path):
         "optimize.pareto_cost_weights=[0.0,1.0]",
         "optimize.pareto_steps=2",
         "optimize.n_bootstrap=50",
+        "holdout.n_donors=8",
     ]
     script = REPO_ROOT / "experiments" / "optimize.py"
     result = subprocess.run(
         [sys.executable, str(script), *small], capture_output=True, text=True, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
-    for name in ("comparison.csv", "pareto.csv", "convergence.png", "pareto.png", "search.json"):
+    for name in (
+        "comparison.csv",
+        "holdout.csv",
+        "decisions.csv",
+        "pareto.csv",
+        "convergence.png",
+        "pareto.png",
+        "search.json",
+    ):
         assert (run_dir / name).is_file(), name
+    for table in ("comparison", "holdout"):
+        frame = pd.read_csv(run_dir / f"{table}.csv")
+        assert list(frame["recipe"]) == ["default", "gradient", "sobol"]
+        assert frame["vector_limit_met"].all()
+    assert "unseen process" in result.stdout and "vector limit" in result.stdout
     twin.data.read_run_data(run_dir / "optimized_run")
     simulate = REPO_ROOT / "experiments" / "simulate.py"
     result = subprocess.run(

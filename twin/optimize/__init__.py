@@ -4,10 +4,21 @@ Decisions (bounded process values) map to an unconstrained vector (:class:`Decis
 a :class:`DonorPopulation` supplies common random donors; a :class:`RobustProblem` simulates
 all donors at once and gives exact outcomes and forward-mode gradients of a smooth surrogate;
 :func:`gradient_search` (Adam, multi-start) and :func:`sobol_search` (the derivative-free
-baseline) search on one simulation budget; :func:`pareto_sweep` trades P(conforming) for cost.
+baseline) search on one simulation budget and one vector-use limit; :func:`pareto_sweep`
+trades P(conforming) for cost; :func:`covered_ranges` says what the calibration data covered,
+:func:`outside_ranges` where a recipe leaves it.
 """
 
-from ._config import DecisionBounds as DecisionBounds, OptimizeConfig as OptimizeConfig
+from ._config import (
+    DecisionBounds as DecisionBounds,
+    HoldoutConfig as HoldoutConfig,
+    OptimizeConfig as OptimizeConfig,
+)
+from ._coverage import (
+    covered_ranges as covered_ranges,
+    outside_ranges as outside_ranges,
+    restrict_to_ranges as restrict_to_ranges,
+)
 from ._objective import (
     OBJECTIVES as OBJECTIVES,
     Prices as Prices,

@@ -26,7 +26,10 @@ class OptimizeConfig:
     temperature: float = 0.2
     decisions: dict[str, DecisionBounds] = dataclasses.field(default_factory=dict)
     trust_radius: float | None = None
+    max_vector_TU_ratio: float | None = 1.0
     data_ranges: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    data_dir: str | None = None
+    data_guard: str = "restrict"
     donor_sd: dict[str, float] = dataclasses.field(default_factory=dict)
     seed: int = 0
     n_donors: int = 16
@@ -40,9 +43,25 @@ class OptimizeConfig:
     prices: Prices = dataclasses.field(default_factory=Prices)
 
 
+@dataclasses.dataclass
+class HoldoutConfig:
+    """A process the twin has not seen, to evaluate recipes on (``configs/holdout/``): the
+    ``model`` config with ``structure`` and ``parameters`` overridden, and donors drawn with
+    ``donor_sd`` (estimation scale, as ``configs/generate.yaml``) from ``seed``."""
+
+    description: str = ""
+    seed: int = 2027
+    n_donors: int = 512
+    structure: dict[str, int] = dataclasses.field(default_factory=dict)
+    parameters: dict[str, float] = dataclasses.field(default_factory=dict)
+    donor_sd: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
 def register_configs() -> None:
-    """Register the schema (idempotent)."""
-    ConfigStore.instance().store(group="optimize", name="optimize_schema", node=OptimizeConfig)
+    """Register the schemas (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(group="optimize", name="optimize_schema", node=OptimizeConfig)
+    store.store(group="holdout", name="holdout_schema", node=HoldoutConfig)
 
 
 register_configs()
