@@ -9,10 +9,23 @@ effects, noise SDs, diagnostics, the resolved config; read it back with
 ``twin.calibrate.load_calibration``), ``summary.csv`` (one row per fitted parameter),
 ``fit_<variable>.png`` (observed vs fitted per run), ``residuals.png``, ``parameters.png``
 (prior vs posterior intervals), ``profiles.png`` (if profiled), ``resolved_config.yaml`` and
-``provenance.json``; prints the summary.
+``provenance.json``; prints the summary. Compiled programs are cached on disk in
+``compilation_cache_dir`` (default ``~/.cache/cartwin/jax``; ``null`` turns it off), so a second
+run on data of the same padded shape skips XLA's compile (tracing it again still takes
+seconds).
 """
 
 from __future__ import annotations
+
+import os
+
+# diffrax compiles its argument checks (saveat times within [t0, t1], ...) as host callbacks,
+# and a program with host callbacks cannot be kept in the on-disk compilation cache. The
+# calibration passes them by construction (clipped, increasing save times) and never throws
+# (solver failures are data), so they may as well return NaN. Only when run as a script, and
+# before equinox is imported (it reads the variable once).
+if __name__ == "__main__":
+    os.environ.setdefault("EQX_ON_ERROR", "nan")
 
 from pathlib import Path
 
@@ -36,6 +49,7 @@ from twin.calibrate import (
     plot_residuals,
     write_calibration,
 )
+from twin.calibrate._cache import enable_compilation_cache
 from twin.data import read_run_data
 from twin.plots import save_figure
 from twin.provenance import write_provenance
@@ -115,6 +129,7 @@ def report(calibration: Calibration) -> str:
 
 @hydra.main(config_path="../configs", config_name="calibrate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    enable_compilation_cache(cfg.compilation_cache_dir)
     with exit_on_input_error():
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         calibration = run(cfg, out_dir)
