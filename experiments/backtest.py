@@ -3,6 +3,9 @@
     python experiments/backtest.py data_dir=DIR horizon_h=60
 
 Donors (not runs) are held out, so every forecast is for a donor the calibration never saw.
+With ``test_dir=DIR2``, the twin is instead calibrated once on all of ``data_dir`` and every
+finished run of ``DIR2`` is forecast (validation on independent batches; a donor id present
+in both is a known donor when ``forecast.use_known_donors``).
 Writes ``backtest.csv`` (one row per held-out run: observed and forecast viable CAR+ cells at
 harvest, relative error, interval coverage), ``backtest.png`` and ``metrics.json`` (mean
 relative error, 90 % interval coverage) into the run directory; prints the metrics.
@@ -50,8 +53,17 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     if not cfg.horizon_h > 0:
         raise TwinInputError(f"horizon_h={cfg.horizon_h!r}: must be > 0")
     data = read_run_data(resolve_user_path(str(cfg.data_dir)))
-    observed = observed_at_harvest(data).set_index("run_id")["observed"]
-    donors = list(dict.fromkeys(data.runs["donor_id"]))
+    if cfg.test_dir is None:  # K-fold over donors of data_dir
+        test_data = data
+        donors = list(dict.fromkeys(data.runs["donor_id"]))
+        splits = [
+            ([r for r in data.run_ids if data.donor_of(r) not in held_out], held_out)
+            for held_out in donor_folds(donors, cfg.folds, cfg.seed)
+        ]
+    else:  # calibrate once on all of data_dir, forecast every run of test_dir
+        test_data = read_run_data(resolve_user_path(str(cfg.test_dir)))
+        splits = [(list(data.run_ids), list(dict.fromkeys(test_data.runs["donor_id"])))]
+    observed = observed_at_harvest(test_data).set_index("run_id")["observed"]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, cfg, seed=cfg.seed)
@@ -73,17 +85,19 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         )
 
     rows = []
-    folds = donor_folds(donors, cfg.folds, cfg.seed)
-    for fold, held_out in enumerate(tqdm(folds, desc="folds", disable=not cfg.progress)):
-        test_runs = [r for r in data.run_ids if data.donor_of(r) in held_out and r in observed]
-        train_runs = [r for r in data.run_ids if data.donor_of(r) not in held_out]
+    for fold, (train_runs, held_out) in enumerate(
+        tqdm(splits, desc="folds", disable=not cfg.progress)
+    ):
+        test_runs = [
+            r for r in test_data.run_ids if test_data.donor_of(r) in held_out and r in observed
+        ]
         calibration = cached_calibration(
             out_dir / "folds", fold, subset(data, train_runs), fit_settings, fit_fold
         )
         result = forecast(
-            calibration, truncate(data, test_runs, cfg.horizon_h), downstream, settings
+            calibration, truncate(test_data, test_runs, cfg.horizon_h), downstream, settings
         )
-        rows += fold_rows(result.table, observed, data, fold, calibration.noise)
+        rows += fold_rows(result.table, observed, test_data, fold, calibration.noise)
     results = pd.DataFrame(rows)
     metrics = backtest_metrics(results, cfg.horizon_h)
     with atomic_path(out_dir / "backtest.csv") as tmp:

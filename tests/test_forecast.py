@@ -8,6 +8,7 @@ compile of the conditioning and of the draw simulation.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from twin.forecast import (
     forecast,
     planned_events,
 )
+from twin.forecast._condition import conditioned_positions, effect_prior
 from twin.forecast._io import observed_at_harvest, truncate
 from twin.forecast._predictive import harvest_advice, release_odds
 from twin.kinetics import ModelStructure, to_unconstrained
@@ -41,7 +43,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FITTED = ("max_growth_rate_per_h", "susceptible_fraction", "activation_lag_h")
 DONOR_LEVEL = ("max_growth_rate_per_h", "susceptible_fraction")
 DONOR_SD = np.array([0.2, 0.4])
-SETTINGS = ForecastSettings(n_draws=64, use_known_donors=False, time_step_h=12.0)
+RUN_LEVEL_SD = {"activation_lag_h": 0.3}
+SETTINGS = ForecastSettings(
+    n_draws=64, use_known_donors=False, time_step_h=12.0, run_level_sd=RUN_LEVEL_SD
+)
 
 
 def known_calibration(donor_sd=DONOR_SD) -> Calibration:
@@ -201,6 +206,10 @@ def test_forecast_script_writes_the_contract_files(tmp_path, virtual, truncated)
         f"forecast.n_draws={SETTINGS.n_draws}",
         f"forecast.time_step_h={SETTINGS.time_step_h}",
         "forecast.use_known_donors=false",
+        # the defaults name parameters this calibration does not fit: swap them for its own
+        "~forecast.run_level_sd.activation_efficiency",
+        "~forecast.run_level_sd.glucose_per_new_cell_pmol",
+        *(f"+forecast.run_level_sd.{name}={sd}" for name, sd in RUN_LEVEL_SD.items()),
     ]
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
         cfg = compose("forecast", overrides=overrides)
@@ -233,3 +242,57 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="forecast.n_draws"):
         ForecastSettings(n_draws=1)
     assert jax.config.jax_enable_x64
+
+
+def test_run_level_conditioning_corrects_a_parameter_the_calibration_shares(result):
+    """Batches whose activation lag is 50 % longer than the calibration's (and varies by donor,
+    which the calibration says it does not): letting each run's data move the lag forecasts
+    them better than conditioning the donor-level parameters alone."""
+    lagged = generate_dataset(
+        11,
+        default_parameters(activation_lag_h=1.5 * default_parameters().activation_lag_h),
+        {**dict(zip(DONOR_LEVEL, DONOR_SD, strict=True)), "activation_lag_h": 0.2},
+        Recipe(),
+        n_donors=2,
+        runs_per_donor=2,
+        uniform={"moi": [3.0, 8.0]},
+    )
+    observed = observed_at_harvest(lagged.run_data).set_index("run_id")["observed"]
+    cut = truncate(lagged.run_data, lagged.run_data.run_ids, horizon_h=60.0)
+
+    def error(settings):
+        rows = forecast(known_calibration(), cut, Downstream(), settings).table
+        rows = rows[rows["variable"] == "viable_car_pos_cells"].set_index("run_id")["median"]
+        return np.mean(np.abs(np.log(rows / observed[rows.index])))
+
+    assert error(SETTINGS) < 0.7 * error(dataclasses.replace(SETTINGS, run_level_sd={}))
+
+
+def test_run_level_prior_adds_discrepancy_to_the_population_uncertainty():
+    calibration = known_calibration()
+    run_level = {"activation_lag_h": 0.25}
+    position = conditioned_positions(calibration, run_level)
+    np.testing.assert_array_equal(position, [0, 1, 2])  # donor-level first, then run-level
+    mean, covariance = effect_prior(calibration, ["D0", "new"], True, run_level)
+    assert mean.shape == (2, 3) and covariance.shape == (2, 3, 3)
+    lag_variance = calibration.covariance[2, 2] + 0.25**2
+    np.testing.assert_allclose(covariance[:, 2, 2], lag_variance)
+    np.testing.assert_allclose(covariance[:, 2, :2], 0.0)
+    # the known donor keeps its calibrated effects; the new one starts from the population
+    np.testing.assert_allclose(covariance[1, :2, :2], np.diag(DONOR_SD**2))
+    no_extra_mean, no_extra_cov = effect_prior(calibration, ["D0", "new"], True)
+    np.testing.assert_allclose(covariance[:, :2, :2], no_extra_cov)
+    np.testing.assert_allclose(mean[:, :2], no_extra_mean)
+
+
+@pytest.mark.parametrize(
+    ("run_level", "message"),
+    [
+        ({"max_growth_rate_per_h": 0.1}, "not a fitted population-level parameter"),  # donor
+        ({"lysis_rate_per_h": 0.1}, "not a fitted population-level parameter"),  # not fitted
+        ({"activation_lag_h": 0.0}, "activation_lag_h=0.0: must be > 0"),
+    ],
+)
+def test_run_level_names_are_checked(run_level, message):
+    with pytest.raises(TwinInputError, match=message):
+        conditioned_positions(known_calibration(), run_level)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
+from .._errors import TwinInputError
 from ..assays import MEASURED_VARIABLES
 from ..calibrate import Calibration, CalibrationArrays
 from ..calibrate._model import ModelSpec, ParameterLayout, Prior, make_prior, run_residuals
@@ -38,19 +39,59 @@ class RunPosterior(eqx.Module):
     solve_success: Bool[Array, " runs"]
 
 
+def conditioned_positions(calibration: Calibration, run_level_sd: dict[str, float]) -> np.ndarray:
+    """Positions within ``calibration.fitted`` of what each run conditions: the donor-level
+    parameters, then those of ``run_level_sd`` (see :func:`effect_prior`).
+
+    **Raises:** :class:`TwinInputError` for a name that is not fitted, already donor-level,
+    or an SD that is not positive.
+    """
+    for name, sd in run_level_sd.items():
+        if name not in calibration.fitted or name in calibration.donor_level:
+            free = [n for n in calibration.fitted if n not in calibration.donor_level]
+            raise TwinInputError(
+                f"forecast.run_level_sd.{name}: not a fitted population-level parameter of "
+                f"the calibration (choose from {free}; drop it with "
+                f"'~forecast.run_level_sd.{name}')"
+            )
+        if not sd > 0:
+            raise TwinInputError(f"forecast.run_level_sd.{name}={sd!r}: must be > 0")
+    names = [*calibration.donor_level, *run_level_sd]
+    return np.array([calibration.fitted.index(n) for n in names], dtype=int)
+
+
 def effect_prior(
-    calibration: Calibration, donor_ids: list[str], use_known_donors: bool
+    calibration: Calibration,
+    donor_ids: list[str],
+    use_known_donors: bool,
+    run_level_sd: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Prior mean ``[runs, q]`` and covariance ``[runs, q, q]`` of each run's donor effects."""
-    p, q = len(calibration.fitted), len(calibration.donor_level)
-    means = np.zeros((len(donor_ids), q))
-    covariances = np.broadcast_to(np.diag(calibration.donor_sd**2), (len(donor_ids), q, q)).copy()
+    """Prior mean ``[runs, q + e]`` and covariance ``[runs, q + e, q + e]`` of each run's
+    deviations from the population estimate, for the positions of
+    :func:`conditioned_positions`.
+
+    The ``q`` donor-level entries: the donor's calibrated effects (a known donor) or a new
+    donor's ``N(0, omega^2)``. The ``e`` entries of ``run_level_sd``: parameters the
+    calibration shares by all runs, let vary by run here with SD ``run_level_sd[name]`` on the
+    estimation scale on top of the population uncertainty, a model-discrepancy allowance
+    that lets a run's own data correct them (independent of the donor-level entries).
+    """
+    run_level_sd = run_level_sd or {}
+    p, q, e = len(calibration.fitted), len(calibration.donor_level), len(run_level_sd)
+    extra = conditioned_positions(calibration, run_level_sd)[q:]
+    covariance = np.zeros((q + e, q + e))
+    covariance[:q, :q] = np.diag(calibration.donor_sd**2)
+    covariance[q:, q:] = calibration.covariance[np.ix_(extra, extra)] + np.diag(
+        np.asarray(list(run_level_sd.values()), float) ** 2
+    )
+    means = np.zeros((len(donor_ids), q + e))
+    covariances = np.broadcast_to(covariance, (len(donor_ids), q + e, q + e)).copy()
     for i, donor in enumerate(donor_ids):
         if use_known_donors and donor in calibration.donor_ids:
             d = calibration.donor_ids.index(donor)
             block = slice(p + d * q, p + (d + 1) * q)
-            means[i] = calibration.donor_effects[d]
-            covariances[i] = calibration.covariance[block, block]
+            means[i, :q] = calibration.donor_effects[d]
+            covariances[i, :q, :q] = calibration.covariance[block, block]
     return means, covariances
 
 
@@ -66,14 +107,17 @@ def condition_runs(
     arrays: CalibrationArrays,
     prior_mean: Float[Array, "runs donor_level"],
     prior_covariance: Float[Array, "runs donor_level donor_level"],
+    position: np.ndarray | None = None,
     *,
     max_steps: int = 20,
 ) -> RunPosterior:
-    """MAP and Laplace covariance of each run's donor effects given its measurements."""
+    """MAP and Laplace covariance of each run's deviations from the population estimate at
+    ``position`` (within ``calibration.fitted``; default: the donor-level parameters) given
+    its measurements and the prior of :func:`effect_prior`."""
     spec, prior = _spec_and_prior(calibration)
     noise_sd = jnp.asarray([calibration.noise.sd(v) for v in MEASURED_VARIABLES])
     theta_pop = jnp.asarray(calibration.estimate)
-    position = spec.layout.donor_level_position
+    position = spec.layout.donor_level_position if position is None else position
     return _condition(
         theta_pop,
         arrays,
