@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import os
 
-# diffrax compiles its argument checks (saveat times within [t0, t1], ...) as host callbacks,
-# and a program with host callbacks cannot be kept in the on-disk compilation cache. The
-# calibration passes them by construction (clipped, increasing save times) and never throws
-# (solver failures are data), so they may as well return NaN. Only when run as a script, and
-# before equinox is imported (it reads the variable once).
+# As in experiments/calibrate.py (which says why): diffrax's checks as NaN, not host
+# callbacks, so the compiled fit can be kept in the on-disk cache. Before equinox is imported.
 if __name__ == "__main__":
     os.environ.setdefault("EQX_ON_ERROR", "nan")
 

@@ -339,15 +339,20 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
                 "free to move (set optimize.data_guard=flag to search the boxes anyway)"
             )
     space = decision_space(recipe, bounds, trust_radius=opt.trust_radius)
-    problem = RobustProblem(
-        space,
-        downstream,
-        prices,
-        objective=opt.objective,
-        temperature=opt.temperature,
-        structure=structure,
-        solver=solver,
-    )
+
+    def robust_problem(process_structure):
+        """The search's problem on the twin's process, or on the unseen one (holdout)."""
+        return RobustProblem(
+            space,
+            downstream,
+            prices,
+            objective=opt.objective,
+            temperature=opt.temperature,
+            structure=process_structure,
+            solver=solver,
+        )
+
+    problem = robust_problem(structure)
     n = opt.n_donors
     donors = population.sample(jax.random.PRNGKey(opt.seed), n)
     n_chunks = math.ceil(opt.n_eval_donors / n)
@@ -408,15 +413,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     if holdout is not None:
         began = time.perf_counter()
         holdout_population, holdout_structure = holdout
-        holdout_problem = RobustProblem(
-            space,
-            downstream,
-            prices,
-            objective=opt.objective,
-            temperature=opt.temperature,
-            structure=holdout_structure,
-            solver=solver,
-        )
+        holdout_problem = robust_problem(holdout_structure)
         size = min(int(cfg.holdout.n_donors), HOLDOUT_CHUNK)
         n_holdout = math.ceil(cfg.holdout.n_donors / size) * size
         holdout_donors = holdout_population.sample(jax.random.PRNGKey(cfg.holdout.seed), n_holdout)

@@ -276,11 +276,10 @@ def residuals(
     """The full residual vector ``r(x)`` (module docstring). ``structured`` selects the JVP
     rule of :func:`structured_data_residuals`; otherwise JAX differentiates the ODE solves for
     every unknown (the naive Jacobian: ``len(x)`` tangents through every run)."""
+    if not structured:
+        return residuals_and_success(x, data, spec)[0]
     theta_pop, effects = spec.layout.split(x)
-    if structured:
-        assay = structured_data_residuals(theta_pop, effects, data=data, spec=spec)
-    else:
-        assay = data_residuals(theta_pop, effects, data, spec)[0]
+    assay = structured_data_residuals(theta_pop, effects, data=data, spec=spec)
     prior = prior_residuals(theta_pop, effects, data.prior, spec.layout)
     return jnp.concatenate([assay.ravel(), prior])
 
