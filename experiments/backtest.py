@@ -18,6 +18,13 @@ without recalibrating.
 
 from __future__ import annotations
 
+import os
+
+# As in experiments/calibrate.py: one XLA CPU device per core, so that the fold calibrations
+# split their runs over all cores. Read once, when JAX starts.
+if __name__ == "__main__":
+    os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
+
 import json
 from pathlib import Path
 

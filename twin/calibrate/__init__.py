@@ -11,7 +11,7 @@ of the posterior at the optimum. Modules:
 - ``_plots``: figures.
 """
 
-from ._calibrate import calibrate as calibrate
+from ._calibrate import calibrate as calibrate, run_devices as run_devices
 from ._config import (
     CalibrationConfig as CalibrationConfig,
     calibration_from_config as calibration_from_config,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import jax
 import numpy as np
 import pandas as pd
 
+from .._errors import TwinInputError
 from ..assays import MEASURED_VARIABLES, AssayNoise, from_assay_scale, to_assay_scale
 from ..data import RunData
 from ..kinetics import KineticParameters, ModelStructure, default_parameters
@@ -57,22 +59,28 @@ def calibrate(
     config = CalibrationConfig() if config is None else config
     check_calibration_config(config)
     model_parameters = default_parameters() if model_parameters is None else model_parameters
-    problem = build_problem(data, pad_multiple=config.pad_multiple)
+    problem = build_problem(
+        data, pad_multiple=math.lcm(config.pad_multiple, max(config.devices, 1))
+    )
     layout = ParameterLayout(
         tuple(config.fitted), tuple(config.donor_level), problem.n_donors_padded
     )
-    spec = ModelSpec(layout, structure, solver, config.failure_residual)
+    devices = run_devices(config.devices, problem.arrays.n_runs)
+    spec = ModelSpec(layout, structure, solver, config.failure_residual, devices)
     prior = make_prior(model_parameters, layout, config.donor_sds())
     options = LMOptions(max_steps=config.max_steps, decrement_tol=config.decrement_tol)
     noise_sd = np.array([noise.sd(v) for v in MEASURED_VARIABLES])
     objective_data = ObjectiveData(problem.arrays, prior, noise_sd)
     log.info(
-        "calibrating %d parameters (%d donor-level) to %d measurements of %d runs, %d donors",
+        "calibrating %d parameters (%d donor-level) to %d measurements of %d runs, %d donors "
+        "(runs split over %d device%s)",
         layout.n_population,
         len(layout.donor_level),
         problem.n_observations,
         len(problem.run_ids),
         len(problem.donor_ids),
+        devices,
+        "" if devices == 1 else "s",
     )
 
     starts = draw_starts(
@@ -143,6 +151,23 @@ def calibrate(
         high_correlation=config.high_correlation,
         config=config_yaml,
     )
+
+
+def run_devices(requested: int, n_runs: int, available: int | None = None) -> int:
+    """How many of the ``available`` (default: all local) devices to split ``n_runs`` (padded)
+    runs over: ``requested``, or if 0 the most that divide ``n_runs`` evenly.
+
+    **Raises:** :class:`~twin.TwinInputError` if more are requested than there are.
+    """
+    available = jax.local_device_count() if available is None else available
+    if requested > available:
+        raise TwinInputError(
+            f"fit.devices={requested}: only {available} local device(s); on CPU set "
+            f"JAX_NUM_CPU_DEVICES={requested} before JAX starts"
+        )
+    if requested:
+        return requested
+    return max(d for d in range(1, min(available, n_runs) + 1) if n_runs % d == 0)
 
 
 def _record(

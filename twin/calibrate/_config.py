@@ -47,6 +47,9 @@ class CalibrationConfig:
     - ``failure_residual``: residual given to every observation of a run whose ODE solve fails.
     - ``pad_multiple``: runs, observation times and donors are padded to a multiple of this, so
       datasets of similar size reuse compiled code.
+    - ``devices``: local devices to split the runs over; 0 takes as many as divide the padded
+      number of runs evenly. CPU cores count as devices when ``JAX_NUM_CPU_DEVICES`` is set
+      before JAX starts (``experiments/calibrate.py`` sets it to the number of cores).
     - ``prior_dominated_ratio``: a parameter whose posterior SD exceeds this fraction of its
       prior SD is flagged as not identified by the data. ``high_correlation``: posterior
       correlations above this (in absolute value) are reported.
@@ -66,6 +69,7 @@ class CalibrationConfig:
     noise_rounds: int = 2
     failure_residual: float = 1.0e3
     pad_multiple: int = 8
+    devices: int = 0
     prior_dominated_ratio: float = 0.7
     high_correlation: float = 0.95
     profile: list[str] = dataclasses.field(default_factory=list)
@@ -105,6 +109,8 @@ def calibration_config_problems(config: CalibrationConfig, key: str = "fit") -> 
         value = getattr(config, field)
         if not (math.isfinite(value) and value > 0):
             problems.append(f"{key}.{field}={value!r}: must be > 0")
+    if config.devices < 0:
+        problems.append(f"{key}.devices={config.devices!r}: must be >= 0 (0: all that fit)")
     if not (math.isfinite(config.start_spread) and config.start_spread >= 0):
         problems.append(f"{key}.start_spread={config.start_spread!r}: must be >= 0")
     at_least = {"n_starts": 1, "max_steps": 1, "noise_rounds": 1, "pad_multiple": 1}

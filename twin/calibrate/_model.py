@@ -130,13 +130,16 @@ class ModelSpec:
     """Everything static about the residual function (hashable: a ``jit`` static argument).
 
     ``failure_residual`` replaces every residual of a run whose ODE solve fails or yields a
-    non-finite prediction, so the objective stays finite (and large) there.
+    non-finite prediction, so the objective stays finite (and large) there. ``devices``: the
+    runs are split over this many local devices (the first ones; the number of runs must be a
+    multiple of it), each solving its share independently.
     """
 
     layout: ParameterLayout
     structure: ModelStructure
     solver: SolverSettings
     failure_residual: float = 1.0e3
+    devices: int = 1
 
     def __post_init__(self):
         if self.solver.adjoint != "forward":  # forward-mode Jacobians through the ODE solve
@@ -149,6 +152,25 @@ class ObjectiveData(eqx.Module):
     arrays: CalibrationArrays
     prior: Prior
     noise_sd: Float[Array, " variables"]  # MEASURED_VARIABLES order, on each assay's scale
+
+
+def map_runs(fn, devices: int, per_run: tuple, shared: tuple):
+    """``jax.vmap(fn)(*per_run, *shared)`` over the leading (runs) axis of ``per_run``, with
+    the runs split evenly over ``devices`` local devices (``shard_map``): each device loops
+    over its own runs' ODE steps, so no device waits on another's stiffest run step by step,
+    and on CPU every core works (one XLA device runs these loops on one core)."""
+    batched = jax.vmap(fn, in_axes=(0,) * len(per_run) + (None,) * len(shared))
+    if devices == 1:
+        return batched(*per_run, *shared)
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:devices]), ("runs",))
+    split, whole = jax.sharding.PartitionSpec("runs"), jax.sharding.PartitionSpec()
+    return jax.shard_map(
+        batched,
+        mesh=mesh,
+        in_specs=(split,) * len(per_run) + (whole,) * len(shared),
+        out_specs=split,
+        check_vma=False,  # the ODE solver's loops mix per-device and replicated values
+    )(*per_run, *shared)
 
 
 def kinetic_parameters(
@@ -204,8 +226,11 @@ def data_residuals(
 ) -> tuple[Float[Array, "runs times variables"], Bool[Array, " runs"]]:
     """Scaled assay residuals of every run and each run's solver success."""
     theta_runs = run_parameters(theta_pop, effects, data.arrays.donor_index, spec.layout)
-    return jax.vmap(run_residuals, in_axes=(0, 0, None, None, None))(
-        theta_runs, data.arrays, data.prior, data.noise_sd, spec
+    return map_runs(
+        lambda theta, run, prior, noise_sd: run_residuals(theta, run, prior, noise_sd, spec),
+        spec.devices,
+        (theta_runs, data.arrays),
+        (data.prior, data.noise_sd),
     )
 
 
@@ -223,15 +248,15 @@ def run_jacobians(
     pass with ``n_fitted`` tangents per run), and solver success."""
     theta_runs = run_parameters(theta_pop, effects, data.arrays.donor_index, spec.layout)
 
-    def one(theta_run, run):
+    def one(theta_run, run, prior, noise_sd):
         def residual(theta):
-            r, ok = run_residuals(theta, run, data.prior, data.noise_sd, spec)
+            r, ok = run_residuals(theta, run, prior, noise_sd, spec)
             return r, (r, ok)
 
         jacobian, (r, ok) = jax.jacfwd(residual, has_aux=True)(theta_run)
         return r, jacobian, ok
 
-    return jax.vmap(one)(theta_runs, data.arrays)
+    return map_runs(one, spec.devices, (theta_runs, data.arrays), (data.prior, data.noise_sd))
 
 
 @eqx.filter_custom_jvp

@@ -88,7 +88,7 @@ def activate(state: CultureState, event: EventValues, p: KineticParameters) -> C
         state,
         (
             jnp.zeros_like(state.resting),
-            state.lag.at[0].add(responders),
+            jnp.concatenate([state.lag[:1] + responders, state.lag[1:]]),  # no scatter
             state.unresponsive + state.resting - responders,
             jnp.ones_like(state.activated),
         ),
