@@ -176,10 +176,19 @@ def map_runs(fn, devices: int, per_run: tuple, shared: tuple):
 def kinetic_parameters(
     theta: Float[Array, " fitted"], base: Float[Array, " parameters"], layout: ParameterLayout
 ) -> KineticParameters:
-    """Natural-unit parameters with the fitted ones set from ``theta`` (estimation scale)."""
-    unconstrained = base.at[layout.fitted_index].set(theta)
+    """Natural-unit parameters with the fitted ones set from ``theta`` (estimation scale).
+
+    Built name by name rather than as one vector, so that the parameters kept fixed do not
+    depend on ``theta`` at all: forward-mode Jacobians then carry no (zero) tangents for them
+    through the ODE solve."""
+    position = {name: j for j, name in enumerate(layout.fitted)}
     return from_unconstrained(
-        KineticParameters(**{n: unconstrained[i] for i, n in enumerate(PARAMETER_NAMES)})
+        KineticParameters(
+            **{
+                n: theta[position[n]] if n in position else base[i]
+                for i, n in enumerate(PARAMETER_NAMES)
+            }
+        )
     )
 
 
