@@ -22,8 +22,8 @@ import os
 # diffrax compiles its argument checks (equinox's error_if) as host callbacks, and a program
 # with host callbacks cannot be kept in the on-disk compilation cache. The calibration passes
 # them by construction (increasing slot times) and never throws (solver failures are data),
-# so they may as well return NaN. Only when run as a script, and
-# before equinox is imported (it reads the variable once).
+# so they may as well return NaN. Only when run as a script, and before equinox is imported
+# (it reads the variable once).
 # One XLA CPU device runs the ODE loops on one core: one device per core lets the fit split
 # its runs over all of them (fit.devices). Also read once, when JAX starts.
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from .kinetics import (
     empty_state as _empty_state,
 )
 from .process._operations import JUMP_MAPS, EventValues
-from .process._schedule import EVENT_FIELDS, Schedule
+from .process._schedule import EVENT_FIELDS, OPERATION_CODE, Schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +149,8 @@ def _breakpoints(schedule: Schedule, save_times_h: Float[Array, " times"]):
         lambda x: jnp.concatenate([jnp.broadcast_to(x[:1], (n_saves,) + x.shape[1:]), x])[order],
         events,
     )
-    operation = jnp.concatenate([jnp.zeros(n_saves, schedule.operation.dtype), schedule.operation])
+    noop = jnp.full(n_saves, OPERATION_CODE["noop"], schedule.operation.dtype)
+    operation = jnp.concatenate([noop, schedule.operation])
     return time_h[order], operation[order], as_slots, save_slot
 
 
@@ -192,7 +193,8 @@ def _simulate(params, schedule, save_times_h, structure, solver) -> Trajectory:
 
     (end_state, success, _), entries = jax.lax.scan(
         slot,
-        # The first slot, the seed, is zero-length; 0.01 h is only a first guess after it.
+        # 0.01 h: a first guess for the first segment only (the controller corrects it); later
+        # segments start from the previous one's mean step.
         (_empty_state(structure), jnp.array(True), jnp.asarray(0.01)),
         (operations, time_h, next_time_h, events),
     )

@@ -134,8 +134,9 @@ def forecast(
             for r in run_ids
         ]
     )
-    position = conditioned_positions(calibration, dict(settings.run_level_sd or {}))
-    posterior = _posterior(calibration, data, run_ids, settings, position)
+    run_level_sd = dict(settings.run_level_sd or {})
+    position = conditioned_positions(calibration, run_level_sd)
+    posterior = _posterior(calibration, data, run_ids, settings, run_level_sd, position)
 
     recipe = Recipe()
     end_h = planned_h + settings.advice_extension_h
@@ -202,12 +203,11 @@ def _posterior(
     data: RunData,
     run_ids: list[str],
     settings: ForecastSettings,
+    run_level_sd: dict[str, float],
     position: np.ndarray,
 ) -> RunPosterior:
     donors = [data.donor_of(r) for r in run_ids]
-    mean, covariance = effect_prior(
-        calibration, donors, settings.use_known_donors, dict(settings.run_level_sd or {})
-    )
+    mean, covariance = effect_prior(calibration, donors, settings.use_known_donors, run_level_sd)
     if data.measurements.empty:  # nothing to condition on: the prior is the posterior
         n = len(run_ids)
         return RunPosterior(
