@@ -101,6 +101,7 @@ BAD_INPUTS = {
         ["model.parameters.max_growth_rate_per_h", "-1", "> 0"],
     ),
     "run-id-without-data": (["run_id=R001"], ["run_id", "R001", "data_dir"]),
+    "unknown-solver": (["model.solver.solver=rk4"], ["model.solver", "'rk4'", "tsit5"]),
 }
 
 

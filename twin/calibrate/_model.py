@@ -326,7 +326,7 @@ def objective(x: Float[Array, " unknowns"], data: ObjectiveData, spec: ModelSpec
 def residuals_and_success(
     x: Float[Array, " unknowns"], data: ObjectiveData, spec: ModelSpec
 ) -> tuple[Float[Array, " residuals"], Bool[Array, " runs"]]:
-    """``(r(x), run success)`` without derivatives (about a tenth of the cost of
+    """``(r(x), run success)`` without derivatives (a sixth to an eighth of the cost of
     :func:`residuals_and_jacobian` with ten fitted parameters)."""
     theta_pop, effects = spec.layout.split(x)
     r_data, ok = data_residuals(theta_pop, effects, data, spec)

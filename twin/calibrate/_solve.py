@@ -2,8 +2,8 @@
 
 A small dedicated Levenberg-Marquardt loop rather than ``optimistix.LevenbergMarquardt``. Each
 iteration evaluates the residuals at the trial point and, only if the step is accepted, the
-Jacobian assembled from per-run blocks (:func:`~._model.residuals_and_jacobian`, about ten
-times the cost of the residuals), so a rejected step costs a tenth of an accepted one; the loop
+Jacobian assembled from per-run blocks (:func:`~._model.residuals_and_jacobian`, six to eight
+times the cost of the residuals), so a rejected step costs a fraction of an accepted one; the loop
 keeps the Jacobian at the optimum for the Laplace approximation. Measured on 36 runs / 12 donors
 (``experiments/benchmark_calibration.py``): optimistix on the same structured residuals (a
 ``custom_jvp``) needed 51 steps to the same optimum where this loop needs 18, at a similar
@@ -135,7 +135,7 @@ def levenberg_marquardt(
         )
 
     def step(state: _State) -> _State:
-        # Residuals first; the Jacobian (ten times their cost) only where the step is accepted.
+        # Residuals first; the Jacobian (several times their cost) only where the step is accepted.
         r, ok = residuals_and_success(state.trial, data, spec)
         actual = 0.5 * (state.r @ state.r - r @ r)
         ratio = actual / state.predicted
