@@ -12,7 +12,8 @@ tangents) 222 -> 86 ms.
 
 Tried and measured slower: unrolling the stages in Python (Jacobians 4x slower, a 54 s compile:
 XLA fuses the cheap stage combinations of later stages into each other and recomputes earlier
-stages many times over; the stage loop keeps one materialized buffer per stage), and one flat
+stages many times over; the stage loop keeps one materialized buffer per stage; partial
+unrolling, ``fori_loop(..., unroll=2)``, already took Jacobians from 94 to 163 ms), and one flat
 state vector instead of the state's pytree (Jacobians 30 % slower).
 
 Dense output is linear between a step's ends: use this solver where only step ends are saved,
