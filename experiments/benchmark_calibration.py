@@ -86,27 +86,22 @@ class Clock:
         return {"wall_s": round(self.wall, 3), "cpu_s": round(self.cpu, 3)}
 
 
-def compile_and_time(fn: Callable, *args, repeats: int = 1) -> tuple[dict, dict, object, Callable]:
-    """``(compile timing, median run timing, output, compiled)`` of ``jax.jit(fn)(*args)``."""
-    with Clock() as compile_clock:
-        compiled = jax.jit(fn).lower(*args).compile()
+def median_call(compiled: Callable, *args, repeats: int) -> tuple[Clock, object]:
+    """``(median clock by wall time, output)`` of ``repeats`` calls of a compiled function."""
     runs = []
     for _ in range(repeats):
         with Clock() as clock:
             out = jax.block_until_ready(compiled(*args))
         runs.append(clock)
-    median = sorted(runs, key=lambda c: c.wall)[len(runs) // 2]
+    return sorted(runs, key=lambda c: c.wall)[len(runs) // 2], out
+
+
+def compile_and_time(fn: Callable, *args, repeats: int = 1) -> tuple[dict, dict, object, Callable]:
+    """``(compile timing, median run timing, output, compiled)`` of ``jax.jit(fn)(*args)``."""
+    with Clock() as compile_clock:
+        compiled = jax.jit(fn).lower(*args).compile()
+    median, out = median_call(compiled, *args, repeats=repeats)
     return compile_clock.as_dict(), median.as_dict(), out, compiled
-
-
-def median_wall_s(compiled: Callable, *args, repeats: int = 3) -> float:
-    """Median wall seconds of ``repeats`` calls of an already compiled function."""
-    walls = []
-    for _ in range(repeats):
-        with Clock() as clock:
-            jax.block_until_ready(compiled(*args))
-        walls.append(clock.wall)
-    return float(np.median(walls))
 
 
 def jacobian_cost(jacobian, residuals_fn, points: dict, data, fit: dict) -> dict:
@@ -117,7 +112,10 @@ def jacobian_cost(jacobian, residuals_fn, points: dict, data, fit: dict) -> dict
     parameters, for both methods alike)."""
     out = {}
     for name, x in points.items():
-        ratio = median_wall_s(jacobian, x, data) / median_wall_s(residuals_fn, x, data)
+        ratio = (
+            median_call(jacobian, x, data, repeats=3)[0].wall
+            / median_call(residuals_fn, x, data, repeats=3)[0].wall
+        )
         out[name] = {
             "jacobian_over_residuals": ratio,
             "fit_in_residual_evaluations": (fit["accepted_steps"] + 1) * ratio + fit["steps"] + 1,
