@@ -23,6 +23,7 @@ import os
 # As in experiments/calibrate.py: one XLA CPU device per core, so that the fold calibrations
 # split their runs over all cores. Read once, when JAX starts.
 if __name__ == "__main__":
+    os.environ.setdefault("EQX_ON_ERROR", "nan")  # cacheable programs (experiments/calibrate.py)
     os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
 
 import json
@@ -40,6 +41,7 @@ from twin import TwinInputError
 from twin._atomic import atomic_path
 from twin._cli import exit_on_input_error, resolve_user_path
 from twin.calibrate import calibrate, calibration_from_config
+from twin.calibrate._cache import enable_compilation_cache
 from twin.data import read_run_data
 from twin.forecast import forecast, plot_backtest
 from twin.forecast._backtest import backtest_metrics, cached_calibration, donor_folds, fold_rows
@@ -76,7 +78,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     write_provenance(out_dir, cfg, seed=cfg.seed)
     # What a fold's calibration depends on besides its training data (see cached_calibration).
     fit_settings = {
-        key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "noise", "fit")
+        key: OmegaConf.to_container(cfg[key], resolve=True)
+        for key in ("model", "noise", "fit", "forecast")  # forecast: the learnt discrepancy
     } | {"seed": cfg.seed}
 
     def fit_fold(train):
@@ -89,6 +92,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
             noise=noise,
             seed=cfg.seed,
             progress=False,
+            forecast_settings=settings,
         )
 
     rows = []
@@ -117,6 +121,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 
 @hydra.main(config_path="../configs", config_name="backtest", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    enable_compilation_cache(cfg.compilation_cache_dir)
     with exit_on_input_error():
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         metrics = run(cfg, out_dir)

@@ -3,16 +3,20 @@
     python experiments/calibrate.py data_dir=path/to/folder
     python experiments/calibrate.py fit.fit_noise=true fit.n_starts=5
     python experiments/calibrate.py 'fit.profile=[activation_lag_h]'
+    python experiments/calibrate.py 'fit.select=[default,"decline=hill",lag_stages=8]'
 
 Writes into the run directory: ``calibration.nc`` (estimates, Laplace covariance, donor
 effects, noise SDs, diagnostics, the resolved config; read it back with
-``twin.calibrate.load_calibration``), ``summary.csv`` (one row per fitted parameter),
-``fit_<variable>.png`` (observed vs fitted per run), ``residuals.png``, ``parameters.png``
-(prior vs posterior intervals), ``profiles.png`` (if profiled), ``resolved_config.yaml`` and
-``provenance.json``; prints the summary. Compiled programs are cached on disk in
-``compilation_cache_dir`` (default ``~/.cache/cartwin/jax``; ``null`` turns it off), so a second
-run on data of the same padded shape skips XLA's compile (tracing it again still takes
-seconds).
+``twin.calibrate.load_calibration``; its global attribute ``converged`` is 1 or 0),
+``summary.csv`` (one row per fitted parameter), ``convergence.csv`` (every start and
+continuation: objective, steps, decrement, converged), ``discrepancy.csv`` (the forecast's model
+discrepancy learnt on the training runs), ``selection.csv`` (with ``fit.select``: candidate
+structures ranked), ``fit_<variable>.png`` (observed vs fitted per run), ``residuals.png``,
+``parameters.png`` (prior vs posterior intervals), ``profiles.png`` (if profiled),
+``resolved_config.yaml`` and ``provenance.json``; prints the summary. Compiled programs are
+cached on disk in ``compilation_cache_dir`` (default ``~/.cache/cartwin/jax``; ``null`` turns
+it off), so a second run on data of the same padded shape skips XLA's compile (tracing it
+again still takes seconds).
 """
 
 from __future__ import annotations
@@ -89,10 +93,19 @@ def run(cfg: DictConfig, out_dir: Path) -> Calibration:
         seed=cfg.seed,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         progress=cfg.progress,
+        forecast_settings=twin_config.forecast_settings_from_config(cfg.forecast),
     )
     write_calibration(calibration, out_dir / "calibration.nc")
-    with atomic_path(out_dir / "summary.csv") as tmp:
-        summary_table(calibration).to_csv(tmp, index=False)
+    tables = {
+        "summary.csv": summary_table(calibration),
+        "convergence.csv": calibration.diagnostics,
+        "discrepancy.csv": calibration.discrepancy,
+        "selection.csv": calibration.selection,
+    }
+    for name, table in tables.items():
+        if not table.empty:
+            with atomic_path(out_dir / name) as tmp:
+                table.to_csv(tmp, index=False)
     measured = set(calibration.observations["variable"])
     for variable in MEASURED_VARIABLES:
         if variable in measured:
@@ -114,7 +127,12 @@ def summary_table(calibration: Calibration) -> pd.DataFrame:
 
 def report(calibration: Calibration) -> str:
     """The summary table, correlated pairs, noise SDs and convergence, for the terminal."""
-    lines = [summary_table(calibration).to_string(index=False, float_format="{:.4g}".format)]
+    lines = []
+    if not calibration.selection.empty:
+        lines.append("model structures ranked on the training data (selection.csv):")
+        lines.append(calibration.selection.to_string(index=False, float_format="{:.4g}".format))
+    lines.append(f"model structure: {calibration.structure.describe()}")
+    lines.append(summary_table(calibration).to_string(index=False, float_format="{:.4g}".format))
     pairs = calibration.correlated_pairs()
     if len(pairs):
         lines.append(f"posterior |correlation| > {calibration.high_correlation}:")
@@ -125,8 +143,14 @@ def report(calibration: Calibration) -> str:
     lines.append(
         f"objective {calibration.objective:.6g} over {calibration.n_observations} measurements; "
         f"{'converged' if calibration.converged else 'NOT converged'} after "
-        f"{chosen['steps']} steps (max|gradient| {chosen['gradient_norm']:.2g})"
+        f"{chosen['steps']} steps (max|gradient| {chosen['gradient_norm']:.2g}, "
+        f"decrement {chosen['decrement']:.2g}; all starts: convergence.csv)"
     )
+    if not calibration.converged:
+        lines.append(
+            "WARNING: the calibration did not converge (or a run's solve failed): estimates "
+            "may be unreliable; try fit.max_steps, fit.continuations or fit.select"
+        )
     return "\n".join(lines)
 
 

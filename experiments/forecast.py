@@ -32,6 +32,7 @@ jax.config.update("jax_enable_x64", True)
 
 PRINTED = (
     "run_id",
+    "assumed_plan",
     "now_h",
     "planned_harvest_time_h",
     "p_conforming_at_planned",
@@ -48,7 +49,11 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     settings = twin_config.forecast_settings_from_config(cfg.forecast)
     calibration = calibration_from_path(cfg.calibration)
     data = read_run_data(resolve_user_path(str(cfg.data_dir)))
-    result = forecast(calibration, data, downstream, settings)
+    recipe = cfg.get("recipe")
+    plan = None if recipe is None else twin_config.recipe_from_config(recipe)
+    chosen = HydraConfig.get().runtime.choices.get("recipe") if HydraConfig.initialized() else None
+    plan_name = f"recipe={chosen}" if chosen else "the given recipe"
+    result = forecast(calibration, data, downstream, settings, plan, plan_name)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, cfg, seed=settings.seed)

@@ -157,11 +157,25 @@ def test_more_data_gives_narrower_intervals(result, virtual):
 
 def test_running_batch_without_harvest_is_forecast_to_the_planned_time():
     events = [Event(0.0, "seed", cells=1e8, viability=0.9, volume_ml=100.0), Event(0.0, "activate")]
-    planned = planned_events(events, ForecastSettings(planned_harvest_time_h=200.0), "R1")
+    planned, assumed = planned_events(events, ForecastSettings(planned_harvest_time_h=200.0), "R1")
     assert planned[-1] == Event(200.0, "harvest")
+    assert "harvest at 200 h (forecast.planned_harvest_time_h)" in assumed
     late = [*events, Event(210.0, "sample", volume_ml=1.0)]
     with pytest.raises(TwinInputError, match="planned_harvest_time_h=200"):
         planned_events(late, ForecastSettings(planned_harvest_time_h=200.0), "R1")
+
+
+def test_running_batch_continues_its_planned_recipe():
+    recipe = Recipe(harvest_time_h=216.0)
+    recorded = [e for e in recipe.events() if e.time_h <= 100.0]
+    planned, assumed = planned_events(recorded, ForecastSettings(), "R1", recipe, "recipe=long")
+    assert planned == [*recorded, *[e for e in recipe.events() if e.time_h > 100.0]]
+    assert planned[-1] == Event(216.0, "harvest")
+    assert assumed.startswith("recorded events to") and "then recipe=long" in assumed
+    with pytest.raises(TwinInputError, match="nothing left to plan"):
+        planned_events(
+            [*recorded, Event(300.0, "sample", volume_ml=1.0)], ForecastSettings(), "R1", recipe
+        )
 
 
 def test_release_odds_and_harvest_advice_on_known_draws():

@@ -8,14 +8,23 @@ noise is Gaussian with standard deviation ``sd``:
   log-normal, so true zeros are allowed and a reading below the floor can be 0;
 - fractions (viability, %CAR+): logit scale, ``z = logit(clip(value, floor, 1 - floor))``
   (bounded noise that never leaves (0, 1)).
+
+As a likelihood (:class:`Likelihood`), a reading at or below its assay's detection limit is a
+*censored* observation: it says only "at most the limit", and contributes
+``-log P(z <= z_limit)`` (a one-sided Gaussian tail), never ``log(0)`` and never a large
+two-sided residual. Residuals may also be Student-t (heavy tails: one odd reading does not drag
+a fit). Both are written as least-squares residuals ``r`` with ``r^2 / 2`` = the negative
+log-likelihood, so Gauss-Newton / Levenberg-Marquardt apply unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import log_ndtr, ndtri
 from jaxtyping import Array, Float, PRNGKeyArray
 
 # variable -> (scale, floor). Floors are in the variable's own unit.
@@ -51,6 +60,128 @@ class AssayNoise:
 
     def sd(self, variable: str) -> float:
         return getattr(self, variable)
+
+
+class ResidualModel(enum.StrEnum):
+    """Distribution of an uncensored reading's standardized residual."""
+
+    gaussian = "gaussian"
+    student_t = "student_t"  # heavy-tailed, ``Likelihood.student_t_dof`` degrees of freedom
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionLimits:
+    """Lower detection limit of each assay (natural units, RUN_DATA.md). A reading at or below
+    it (analysers record such readings as 0 or as the limit) is censored. A reading of exactly
+    0 is always censored, at the assay floor where no limit is set (0 here)."""
+
+    viable_cells: float = 0.0
+    viability: float = 0.0
+    glucose_mM: float = 0.1  # metabolite analysers' lower range limit, ~0.1 mM (approx.)
+    lactate_mM: float = 0.1  # idem (approx.)
+    il2_IU_per_mL: float = 0.0
+    car_pos_fraction: float = 0.0
+    vcn_per_cell: float = 0.0
+
+    def __post_init__(self):
+        for variable in MEASURED_VARIABLES:
+            value = getattr(self, variable)
+            if not (isinstance(value, int | float) and 0.0 <= value < float("inf")):
+                raise ValueError(f"detection_limits.{variable}={value!r}: must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Likelihood:
+    """How readings enter the likelihood (hashable: part of the compiled model).
+
+    - ``residuals``: ``gaussian`` or ``student_t`` on each assay's scale.
+    - ``student_t_dof``: degrees of freedom of the Student-t (small: heavier tails).
+    - ``detection_limits``: per assay; readings at or below are censored observations.
+    """
+
+    residuals: ResidualModel = ResidualModel.gaussian
+    student_t_dof: float = 4.0
+    detection_limits: DetectionLimits = dataclasses.field(default_factory=DetectionLimits)
+
+    def __post_init__(self):
+        try:
+            object.__setattr__(self, "residuals", ResidualModel(self.residuals))
+        except ValueError:
+            choices = ", ".join(m.value for m in ResidualModel)
+            raise ValueError(f"residuals={self.residuals!r}: choose one of {choices}") from None
+        if not (isinstance(self.student_t_dof, int | float) and 1.0 <= self.student_t_dof < 1e6):
+            raise ValueError(f"student_t_dof={self.student_t_dof!r}: must be in [1, 1e6)")
+        if isinstance(self.detection_limits, dict):
+            object.__setattr__(self, "detection_limits", DetectionLimits(**self.detection_limits))
+
+    def as_dict(self) -> dict:
+        return {
+            "residuals": str(self.residuals),
+            "student_t_dof": float(self.student_t_dof),
+            "detection_limits": dataclasses.asdict(self.detection_limits),
+        }
+
+    def censoring_limit(self, variable: str) -> float:
+        """The value at or below which a reading of ``variable`` is censored (natural units);
+        for a log-scale assay without a limit, 0 (only zero readings)."""
+        return float(getattr(self.detection_limits, variable))
+
+
+_TINY = 1e-30
+
+
+def censored(variable: str, observed, likelihood: Likelihood):
+    """Which readings of ``variable`` are censored (at or below its limit; log-scale assays)."""
+    if ASSAY_SCALES[variable][0] != "log":
+        return jnp.zeros(jnp.shape(observed), bool)
+    return observed <= likelihood.censoring_limit(variable)
+
+
+def scaled_residual(
+    variable: str,
+    observed: Float[Array, "*shape"],
+    predicted: Float[Array, "*shape"],
+    sd: Float[Array, ""],
+    likelihood: Likelihood,
+) -> Float[Array, "*shape"]:
+    """Least-squares residual ``r`` of each reading (``r^2 / 2`` = its negative
+    log-likelihood up to a constant): standardized on the assay scale, Student-t transformed
+    if chosen, and the one-sided tail ``sqrt(-2 log Phi((z_limit - z_pred) / sd))`` for a
+    censored reading."""
+    e = assay_residual(variable, observed, predicted) / sd
+    if likelihood.residuals is ResidualModel.student_t:
+        nu = likelihood.student_t_dof
+        e2 = jnp.maximum(e**2, _TINY)
+        e = e * jnp.sqrt((nu + 1.0) * jnp.log1p(e2 / nu) / e2)
+    if ASSAY_SCALES[variable][0] != "log":
+        return e
+    limit = likelihood.censoring_limit(variable)
+    u = (to_assay_scale(variable, jnp.asarray(limit)) - to_assay_scale(variable, predicted)) / sd
+    tail = jnp.sqrt(jnp.maximum(-2.0 * log_ndtr(u), _TINY))
+    return jnp.where(censored(variable, observed, likelihood), tail, e)
+
+
+def predicted_from_residual(
+    variable: str,
+    observed: Float[Array, "*shape"],
+    r: Float[Array, "*shape"],
+    sd: float,
+    likelihood: Likelihood,
+) -> Float[Array, "*shape"]:
+    """Inverse of :func:`scaled_residual` in ``predicted`` (natural units). For a censored
+    reading the tail residual fixes the prediction's distance below or above the limit."""
+    if likelihood.residuals is ResidualModel.student_t:
+        nu = likelihood.student_t_dof
+        e = jnp.sign(r) * jnp.sqrt(nu * jnp.expm1(r**2 / (nu + 1.0)))
+    else:
+        e = r
+    z_predicted = to_assay_scale(variable, observed) - sd * e
+    if ASSAY_SCALES[variable][0] == "log":
+        limit = likelihood.censoring_limit(variable)
+        u = ndtri(jnp.exp(-0.5 * r**2))
+        z_tail = to_assay_scale(variable, jnp.asarray(limit)) - sd * u
+        z_predicted = jnp.where(censored(variable, observed, likelihood), z_tail, z_predicted)
+    return from_assay_scale(variable, z_predicted)
 
 
 def to_assay_scale(variable: str, value: Float[Array, "*shape"]) -> Float[Array, "*shape"]:

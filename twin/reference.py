@@ -32,7 +32,7 @@ class ReferenceSolver:
         self.size = flat.size
 
         def rhs(t, y, params):
-            return ravel_pytree(culture_vector_field(t, self._unravel(y), params))[0]
+            return ravel_pytree(culture_vector_field(t, self._unravel(y), params, structure))[0]
 
         def jump(code, y, event, params):
             state = jax.lax.switch(code, JUMP_MAPS, self._unravel(y), event, params)

@@ -23,6 +23,7 @@ event at ``t`` (so a measurement at harvest describes the culture before harvest
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import diffrax
 import equinox as eqx
@@ -168,7 +169,7 @@ def _breakpoints(schedule: Schedule, save_times_h: Float[Array, " times"]):
 def _simulate(params, schedule, save_times_h, structure, solver) -> Trajectory:
     time_h, operations, events, save_slot = _breakpoints(schedule, save_times_h)
     next_time_h = jnp.concatenate([time_h[1:], time_h[-1:]])
-    term = diffrax.ODETerm(culture_vector_field)
+    term = diffrax.ODETerm(functools.partial(culture_vector_field, structure=structure))
     ode_solver = solver.make_solver()
     controller = diffrax.PIDController(rtol=solver.rtol, atol=solver.atol)
     adjoint = solver.make_adjoint()

@@ -14,6 +14,7 @@ of the posterior at the optimum. Modules:
 from ._calibrate import calibrate as calibrate, run_devices as run_devices
 from ._config import (
     CalibrationConfig as CalibrationConfig,
+    DiscrepancySettings as DiscrepancySettings,
     calibration_from_config as calibration_from_config,
     check_calibration_config as check_calibration_config,
 )

@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 
 from .._errors import TwinInputError
-from ..assays import MEASURED_VARIABLES, AssayNoise, from_assay_scale, to_assay_scale
+from ..assays import (
+    MEASURED_VARIABLES,
+    AssayNoise,
+    censored,
+    predicted_from_residual,
+    to_assay_scale,
+)
 from ..data import RunData
 from ..kinetics import KineticParameters, ModelStructure, default_parameters
 from ..simulate import SolverSettings
@@ -21,6 +27,7 @@ from ._model import ModelSpec, ObjectiveData, ParameterLayout, make_prior
 from ._problem import CalibrationProblem, build_problem
 from ._profile import profile_likelihood
 from ._result import Calibration
+from ._select import parse_candidate, rank_candidates
 from ._solve import LMOptions, LMResult, draw_starts, multistart
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,7 @@ def calibrate(
     seed: int = 0,
     config_yaml: str = "",
     progress: bool = True,
+    forecast_settings=None,
 ) -> Calibration:
     """Fit the hierarchical kinetic model to ``data`` (MAP) and approximate its uncertainty.
 
@@ -51,6 +59,9 @@ def calibrate(
     - ``noise``: assay noise SDs (the likelihood), re-estimated if ``config.fit_noise``.
     - ``seed``: seeds the random starts. ``config_yaml`` is stored with the result.
     - ``progress``: show progress bars.
+    - ``forecast_settings``: how forecasts from this calibration will condition and simulate
+      (:class:`twin.forecast.ForecastSettings`, default its defaults); the model discrepancy
+      (``config.discrepancy``) is learnt with them.
 
     **Returns:** a :class:`Calibration`.
 
@@ -58,6 +69,43 @@ def calibrate(
     """
     config = CalibrationConfig() if config is None else config
     check_calibration_config(config)
+    options = dict(
+        model_parameters=model_parameters,
+        solver=solver,
+        noise=noise,
+        seed=seed,
+        config_yaml=config_yaml,
+        progress=progress,
+        forecast_settings=forecast_settings,
+    )
+    if not config.select:
+        return _calibrate_one(data, config, structure=structure, **options)
+    candidates = [
+        parse_candidate(text, structure, f"fit.select[{i}]") for i, text in enumerate(config.select)
+    ]
+    calibrations = []
+    for label, candidate in zip(config.select, candidates, strict=True):
+        log.info("structure candidate %r (%s)", label, candidate.describe())
+        calibrations.append(_calibrate_one(data, config, structure=candidate, **options))
+    chosen, ranking = rank_candidates(list(config.select), calibrations)
+    log.info("structure ranking (training data only):\n%s", ranking.to_string(index=False))
+    return dataclasses.replace(calibrations[chosen], selection=ranking)
+
+
+def _calibrate_one(
+    data: RunData,
+    config: CalibrationConfig,
+    *,
+    model_parameters: KineticParameters | None,
+    structure: ModelStructure,
+    solver: SolverSettings,
+    noise: AssayNoise,
+    seed: int,
+    config_yaml: str,
+    progress: bool,
+    forecast_settings,
+) -> Calibration:
+    """:func:`calibrate` for one model structure."""
     model_parameters = default_parameters() if model_parameters is None else model_parameters
     problem = build_problem(
         data, pad_multiple=math.lcm(config.pad_multiple, max(config.devices, 1))
@@ -66,7 +114,7 @@ def calibrate(
         tuple(config.fitted), tuple(config.donor_level), problem.n_donors_padded
     )
     devices = run_devices(config.devices, problem.arrays.n_runs)
-    spec = ModelSpec(layout, structure, solver, config.failure_residual, devices)
+    spec = ModelSpec(layout, structure, solver, config.failure_residual, devices, config.likelihood)
     prior = make_prior(model_parameters, layout, config.donor_sds())
     options = LMOptions(max_steps=config.max_steps, decrement_tol=config.decrement_tol)
     noise_sd = np.array([noise.sd(v) for v in MEASURED_VARIABLES])
@@ -96,9 +144,31 @@ def calibrate(
         starts, objective_data, spec, options, description="starts", progress=progress
     )
     best = _record(outcomes, 0, problem, diagnostics)
+
+    def continued(best: LMResult, noise_round: int) -> LMResult:
+        # A fit that ran out of steps resumes from where it stopped (fresh damping), up to
+        # ``config.continuations`` times: misspecified data can need more than one budget.
+        for k in range(1, config.continuations + 1):
+            if best.converged:
+                break
+            log.info(
+                "not converged: continuing from the best point (%d of %d)", k, config.continuations
+            )
+            outcomes = multistart(
+                best.x[None, :],
+                objective_data,
+                spec,
+                options,
+                description=f"continuation {k}",
+                progress=progress,
+            )
+            best = _record(outcomes, noise_round, problem, diagnostics, continuation=k)
+        return best
+
+    best = continued(best, 0)
     rounds = config.noise_rounds if config.fit_noise else 0
     for noise_round in range(1, rounds + 1):
-        noise_sd = _residual_rms(best, problem, noise_sd)
+        noise_sd = _residual_rms(best, problem, noise_sd, spec)
         log.info("noise round %d: SDs %s", noise_round, _format_noise(noise_sd))
         objective_data = dataclasses.replace(objective_data, noise_sd=noise_sd)
         outcomes = multistart(
@@ -109,7 +179,7 @@ def calibrate(
             description=f"noise round {noise_round}",
             progress=progress,
         )
-        best = _record(outcomes, noise_round, problem, diagnostics)
+        best = continued(_record(outcomes, noise_round, problem, diagnostics), noise_round)
 
     n_real = layout.n_population + len(problem.donor_ids) * len(layout.donor_level)
     covariance = laplace_covariance(best.jacobian, keep=n_real)
@@ -126,7 +196,7 @@ def calibrate(
         progress=progress,
     )
     theta_pop, effects = layout.split(best.x)
-    return Calibration(
+    calibration = Calibration(
         fitted=layout.fitted,
         donor_level=layout.donor_level,
         donor_ids=problem.donor_ids,
@@ -144,12 +214,22 @@ def calibrate(
         solver=spec.solver,
         objective=float(best.objective),
         n_observations=problem.n_observations,
-        observations=_observations(best, problem, noise_sd),
+        observations=_observations(best, problem, noise_sd, spec),
         diagnostics=pd.DataFrame(diagnostics),
         profiles=profiles,
         prior_dominated_ratio=config.prior_dominated_ratio,
         high_correlation=config.high_correlation,
         config=config_yaml,
+        likelihood=config.likelihood,
+    )
+    if not config.discrepancy.horizons_h:
+        return calibration
+    from ..forecast._discrepancy import learn_discrepancy  # forecasting builds on calibration
+
+    log.info("learning the forecast's model discrepancy on the training runs")
+    return dataclasses.replace(
+        calibration,
+        discrepancy=learn_discrepancy(calibration, data, config.discrepancy, forecast_settings),
     )
 
 
@@ -175,6 +255,7 @@ def _record(
     noise_round: int,
     problem: CalibrationProblem,
     diagnostics: list[dict],
+    continuation: int = 0,
 ) -> LMResult:
     """Log and tabulate each start; return the best one (lowest finite objective)."""
     n_runs = len(problem.run_ids)
@@ -187,6 +268,7 @@ def _record(
         diagnostics.append(
             {
                 "noise_round": noise_round,
+                "continuation": continuation,
                 "start": start,
                 "objective": float(result.objective),
                 "steps": int(result.steps),
@@ -231,13 +313,50 @@ def _scaled_data_residuals(result: LMResult, problem: CalibrationProblem) -> np.
     return result.residuals[: int(np.prod(shape))].reshape(shape)
 
 
+def _raw_residuals(
+    result: LMResult, problem: CalibrationProblem, noise_sd: np.ndarray, spec: ModelSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(observed - predicted`` on each assay's scale, ``[runs, times, variables]``; and the
+    predictions in natural units), recovered from the fit's residuals."""
+    scaled = _scaled_data_residuals(result, problem)
+    observed = np.asarray(problem.arrays.observed)
+    predicted = np.stack(
+        [
+            np.asarray(
+                predicted_from_residual(
+                    v, observed[..., j], scaled[..., j], float(noise_sd[j]), spec.likelihood
+                )
+            )
+            for j, v in enumerate(MEASURED_VARIABLES)
+        ],
+        axis=-1,
+    )
+    raw = np.stack(
+        [
+            np.asarray(to_assay_scale(v, observed[..., j]) - to_assay_scale(v, predicted[..., j]))
+            for j, v in enumerate(MEASURED_VARIABLES)
+        ],
+        axis=-1,
+    )
+    return raw, predicted
+
+
 def _residual_rms(
-    result: LMResult, problem: CalibrationProblem, noise_sd: np.ndarray
+    result: LMResult, problem: CalibrationProblem, noise_sd: np.ndarray, spec: ModelSpec
 ) -> np.ndarray:
     """Each assay's RMS residual on its own scale (the noise SD that the fit implies), over
-    the measurements of runs whose solve succeeded; the current SD where there are none."""
-    raw = _scaled_data_residuals(result, problem) * noise_sd
-    used = np.asarray(problem.arrays.mask) & result.run_success[:, None, None]
+    the uncensored measurements of runs whose solve succeeded; the current SD where there are
+    none."""
+    raw, _ = _raw_residuals(result, problem, noise_sd, spec)
+    observed = np.asarray(problem.arrays.observed)
+    uncensored = np.stack(
+        [
+            ~np.asarray(censored(v, observed[..., j], spec.likelihood))
+            for j, v in enumerate(MEASURED_VARIABLES)
+        ],
+        axis=-1,
+    )
+    used = np.asarray(problem.arrays.mask) & uncensored & result.run_success[:, None, None]
     used[len(problem.run_ids) :] = False
     count = used.sum(axis=(0, 1))
     total = np.where(used, raw**2, 0.0).sum(axis=(0, 1))
@@ -245,21 +364,21 @@ def _residual_rms(
 
 
 def _observations(
-    result: LMResult, problem: CalibrationProblem, noise_sd: np.ndarray
+    result: LMResult, problem: CalibrationProblem, noise_sd: np.ndarray, spec: ModelSpec
 ) -> pd.DataFrame:
-    """Measured vs fitted values, one row per measurement (natural units)."""
+    """Measured vs fitted values, one row per measurement (natural units); ``censored`` marks
+    readings at or below their detection limit."""
     scaled = _scaled_data_residuals(result, problem)
     arrays = problem.arrays
     mask = np.asarray(arrays.mask)
     run, time, variable = np.nonzero(mask)
     observed = np.asarray(arrays.observed)[run, time, variable]
     names = np.asarray(MEASURED_VARIABLES)[variable]
-    predicted = np.empty_like(observed)
+    predicted = _raw_residuals(result, problem, noise_sd, spec)[1][run, time, variable]
+    is_censored = np.zeros(observed.size, bool)
     for j, name in enumerate(MEASURED_VARIABLES):
         chosen = variable == j
-        z_observed = np.asarray(to_assay_scale(name, observed[chosen]))
-        z_predicted = z_observed - noise_sd[j] * scaled[run[chosen], time[chosen], j]
-        predicted[chosen] = np.asarray(from_assay_scale(name, z_predicted))
+        is_censored[chosen] = np.asarray(censored(name, observed[chosen], spec.likelihood))
     return pd.DataFrame(
         {
             "run_id": np.asarray(problem.run_ids)[run],
@@ -268,6 +387,7 @@ def _observations(
             "observed": observed,
             "predicted": predicted,
             "scaled_residual": scaled[run, time, variable],
+            "censored": is_censored,
         }
     )
 

@@ -8,6 +8,7 @@ import math
 from omegaconf import DictConfig, OmegaConf
 
 from .._errors import TwinInputError
+from ..assays import Likelihood
 from ..kinetics import PARAMETER_NAMES
 
 _DEFAULT_FITTED = (
@@ -30,6 +31,35 @@ _DEFAULT_DONOR_LEVEL = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class DiscrepancySettings:
+    """How the model discrepancy is learnt after the fit (Hydra: ``fit.discrepancy``; see
+    :mod:`twin.forecast._discrepancy`).
+
+    - ``horizons_h``: cut the training runs this many hours before harvest (empty: off).
+    - ``coverage``: the central interval share the scale is calibrated for.
+    - ``n_draws``: forecast draws per training run and horizon.
+    - ``max_scale``: cap on the stretch factor (a guard against a degenerate forecast spread).
+    """
+
+    horizons_h: tuple[float, ...] = (24.0, 48.0, 72.0, 96.0)
+    coverage: float = 0.9
+    n_draws: int = 64
+    max_scale: float = 20.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "horizons_h", tuple(float(h) for h in self.horizons_h))
+        for h in self.horizons_h:
+            if not (math.isfinite(h) and h > 0):
+                raise ValueError(f"horizons_h contains {h!r}: each must be > 0")
+        if not 0 < self.coverage < 1:
+            raise ValueError(f"coverage={self.coverage!r}: must be in (0, 1)")
+        if self.n_draws < 10:
+            raise ValueError(f"n_draws={self.n_draws!r}: must be >= 10")
+        if not self.max_scale >= 1:
+            raise ValueError(f"max_scale={self.max_scale!r}: must be >= 1")
+
+
 @dataclasses.dataclass
 class CalibrationConfig:
     """What to estimate and how (Hydra group ``fit``; also the Python API's options).
@@ -42,6 +72,8 @@ class CalibrationConfig:
       prior mean plus ``start_spread`` prior SDs times a standard normal draw.
     - ``max_steps``, ``decrement_tol``: Levenberg-Marquardt budget and convergence threshold
       (Gauss-Newton decrement, objective units; one datum one SD off contributes 0.5).
+    - ``continuations``: a fit still not converged after ``max_steps`` resumes from its best
+      point up to this many times (misspecified data can need more steps).
     - ``fit_noise``: re-estimate each assay's noise SD as the RMS of its residuals after a fit
       and refit, ``noise_rounds`` times.
     - ``failure_residual``: residual given to every observation of a run whose ODE solve fails.
@@ -55,6 +87,13 @@ class CalibrationConfig:
       correlations above this (in absolute value) are reported.
     - ``profile``: fitted parameters to profile (objective re-minimized over the others at
       ``profile_points`` values within ``profile_span_sd`` posterior SDs of the estimate).
+    - ``likelihood``: how readings enter the fit: ``residuals`` (gaussian | student_t),
+      ``student_t_dof``, ``detection_limits.<assay>`` (readings at or below are censored).
+    - ``discrepancy``: how the forecast's model discrepancy is learnt from the training runs
+      after the fit (:class:`DiscrepancySettings`; ``horizons_h=[]``: not learnt).
+    - ``select``: candidate model structures (``"field=value,..."`` changes of
+      ``model.structure``, or ``"default"``) to calibrate and rank on the data
+      (:mod:`._select`); the best is the calibration returned. Empty: no selection.
     """
 
     fitted: list[str] = dataclasses.field(default_factory=lambda: list(_DEFAULT_FITTED))
@@ -64,6 +103,7 @@ class CalibrationConfig:
     n_starts: int = 2
     start_spread: float = 0.5
     max_steps: int = 50
+    continuations: int = 2
     decrement_tol: float = 1.0e-4
     fit_noise: bool = False
     noise_rounds: int = 2
@@ -75,6 +115,9 @@ class CalibrationConfig:
     profile: list[str] = dataclasses.field(default_factory=list)
     profile_points: int = 7
     profile_span_sd: float = 3.0
+    likelihood: Likelihood = dataclasses.field(default_factory=Likelihood)
+    discrepancy: DiscrepancySettings = dataclasses.field(default_factory=DiscrepancySettings)
+    select: list[str] = dataclasses.field(default_factory=list)
 
     def donor_sds(self) -> tuple[float, ...]:
         """Omega of each donor-level parameter, in ``donor_level`` order."""
@@ -114,6 +157,7 @@ def calibration_config_problems(config: CalibrationConfig, key: str = "fit") -> 
     if not (math.isfinite(config.start_spread) and config.start_spread >= 0):
         problems.append(f"{key}.start_spread={config.start_spread!r}: must be >= 0")
     at_least = {"n_starts": 1, "max_steps": 1, "noise_rounds": 1, "pad_multiple": 1}
+    at_least["continuations"] = 0
     at_least["profile_points"] = 2
     for field, low in at_least.items():
         value = getattr(config, field)
@@ -135,6 +179,11 @@ def check_calibration_config(config: CalibrationConfig, key: str = "fit") -> Non
 
 def calibration_from_config(node: DictConfig) -> CalibrationConfig:
     """A checked :class:`CalibrationConfig` from the ``fit`` config group."""
-    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(CalibrationConfig), node))
+    schema = OmegaConf.structured(CalibrationConfig)
+    # The likelihood is a frozen (hashable) dataclass, which OmegaConf would make read-only.
+    OmegaConf.set_readonly(schema.likelihood, False)
+    OmegaConf.set_readonly(schema.likelihood.detection_limits, False)
+    OmegaConf.set_readonly(schema.discrepancy, False)
+    config = OmegaConf.to_object(OmegaConf.merge(schema, node))
     check_calibration_config(config)
     return config

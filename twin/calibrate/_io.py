@@ -29,12 +29,18 @@ import xarray as xr
 
 from .._atomic import atomic_path
 from .._errors import TwinInputError
-from ..assays import MEASURED_VARIABLES, AssayNoise
+from ..assays import MEASURED_VARIABLES, AssayNoise, Likelihood
 from ..kinetics import PARAMETER_NAMES, KineticParameters, ModelStructure, default_parameters
 from ..simulate import SolverSettings
 from ._result import Calibration
 
-_TABLES = {"observation": "observations", "fit": "diagnostics", "profile_point": "profiles"}
+_TABLES = {
+    "observation": "observations",
+    "fit": "diagnostics",
+    "profile_point": "profiles",
+    "discrepancy_row": "discrepancy",
+    "candidate": "selection",
+}
 _PROFILE_COLUMNS = ("parameter", "value_unconstrained", "value", "objective", "converged")
 
 
@@ -75,7 +81,9 @@ def calibration_dataset(calibration: Calibration) -> xr.Dataset:
         "run_donor": ("run", np.array(c.run_donor_ids, dtype=object)),
     }
     attrs = {
-        "structure": json.dumps(dataclasses.asdict(c.structure)),
+        "structure": json.dumps(c.structure.as_dict()),
+        "likelihood": json.dumps(c.likelihood.as_dict()),
+        "converged": int(c.converged),
         "solver": json.dumps(dataclasses.asdict(c.solver)),
         "config": c.config,
         "prior_dominated_ratio": c.prior_dominated_ratio,
@@ -135,6 +143,9 @@ def load_calibration(path: str | Path) -> Calibration:
         prior_dominated_ratio=float(ds.attrs["prior_dominated_ratio"]),
         high_correlation=float(ds.attrs["high_correlation"]),
         config=str(ds.attrs.get("config", "")),
+        likelihood=Likelihood(**json.loads(ds.attrs.get("likelihood", "{}"))),
+        discrepancy=_table(ds, "discrepancy_row"),
+        selection=_table(ds, "candidate"),
     )
 
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from ..assays import MEASURED_VARIABLES, assay_residual
+from ..assays import MEASURED_VARIABLES, Likelihood, scaled_residual
 from ..kinetics import (
     PARAMETER_NAMES,
     PARAMETER_TABLE,
@@ -132,7 +132,8 @@ class ModelSpec:
     ``failure_residual`` replaces every residual of a run whose ODE solve fails or yields a
     non-finite prediction, so the objective stays finite (and large) there. ``devices``: the
     runs are split over this many local devices (the first ones; the number of runs must be a
-    multiple of it), each solving its share independently.
+    multiple of it), each solving its share independently. ``likelihood``: how readings enter
+    (residual distribution, censoring at detection limits; :class:`~twin.assays.Likelihood`).
     """
 
     layout: ParameterLayout
@@ -140,6 +141,7 @@ class ModelSpec:
     solver: SolverSettings
     failure_residual: float = 1.0e3
     devices: int = 1
+    likelihood: Likelihood = Likelihood()
 
     def __post_init__(self):
         if self.solver.adjoint != "forward":  # forward-mode Jacobians through the ODE solve
@@ -199,15 +201,16 @@ def run_residuals(
     noise_sd: Float[Array, " variables"],
     spec: ModelSpec,
 ) -> tuple[Float[Array, "times variables"], Bool[Array, ""]]:
-    """One run's scaled assay residuals ``(observed - predicted) / sd`` on the assay scales
-    (zero where not measured) and whether its solve succeeded. ``run`` is one row of the arrays.
+    """One run's scaled assay residuals (``(observed - predicted) / sd`` on the assay scales,
+    or their censored / Student-t forms: :func:`~twin.assays.scaled_residual`; zero where not
+    measured) and whether its solve succeeded. ``run`` is one row of the arrays.
     """
     params = kinetic_parameters(theta_run, prior.base, spec.layout)
     trajectory = simulate(params, run.schedules, run.time_h, spec.structure, spec.solver)
     predicted = observables(trajectory.states)
     scaled = jnp.stack(
         [
-            assay_residual(v, run.observed[:, j], predicted[v]) / noise_sd[j]
+            scaled_residual(v, run.observed[:, j], predicted[v], noise_sd[j], spec.likelihood)
             for j, v in enumerate(MEASURED_VARIABLES)
         ],
         axis=-1,

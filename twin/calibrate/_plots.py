@@ -19,7 +19,9 @@ from ._result import Calibration  # noqa: E402
 
 def plot_fits(calibration: Calibration, variable: str) -> plt.Figure:
     """Observed (points) and fitted (line, at the observation times) ``variable`` per run,
-    one small panel per run, titled ``run (donor)``."""
+    one small panel per run, titled ``run (donor)``. Readings at or below the assay's
+    detection limit (censored) are drawn as down-triangles at the limit; log-scale assays use
+    a symmetric-log axis, linear below the limit, so that readings of 0 stay on the plot."""
     rows = calibration.observations[calibration.observations["variable"] == variable]
     runs = list(calibration.run_ids)
     n_cols = math.ceil(math.sqrt(len(runs)))
@@ -34,20 +36,45 @@ def plot_fits(calibration: Calibration, variable: str) -> plt.Figure:
         constrained_layout=True,
     )
     log_scale = ASSAY_SCALES[variable][0] == "log"
+    limit = calibration.likelihood.censoring_limit(variable) if log_scale else 0.0
+    linear_below = max(limit, ASSAY_SCALES[variable][1])
+    is_censored = rows["censored"].astype(bool) if "censored" in rows else rows["observed"] < 0
     for ax, run_id, donor in zip(axes.ravel(), runs, calibration.run_donor_ids, strict=False):
-        seen = rows[rows["run_id"] == run_id].sort_values("time_h")
-        ax.plot(seen["time_h"], seen["predicted"], "-", color="tab:blue", lw=1.2)
-        ax.plot(seen["time_h"], seen["observed"], "o", color="k", ms=2.5, mfc="none")
+        mine = rows["run_id"] == run_id
+        seen = rows[mine].sort_values("time_h")
+        below = rows[mine & is_censored]
+        above = rows[mine & ~is_censored]
+        ax.plot(seen["time_h"], seen["predicted"], "-", color="tab:blue", lw=1.2, label="fitted")
+        ax.plot(
+            above["time_h"], above["observed"], "o", color="k", ms=2.5, mfc="none", label="measured"
+        )
+        if len(below):
+            ax.plot(
+                below["time_h"],
+                np.full(len(below), max(limit, ASSAY_SCALES[variable][1])),
+                "v",
+                color="tab:red",
+                ms=3,
+                label="below detection limit",
+            )
         ax.set_title(f"{run_id} ({donor})", fontsize=7)
         ax.tick_params(labelsize=6)
         if log_scale:
-            ax.set_yscale("log")
+            ax.set_yscale("symlog", linthresh=linear_below, linscale=0.3)
     for ax in axes.ravel()[len(runs) :]:
         ax.set_visible(False)
     unit = MEASUREMENT_UNITS[variable]
     fig.supxlabel("time since seed (h)", fontsize=8)
     fig.supylabel(f"{variable} ({unit})" if unit != "1" else variable, fontsize=8)
     fig.suptitle(f"{variable}: observed (points) and fitted (line)", fontsize=9)
+    handles = {}
+    for ax in axes.ravel()[: len(runs)]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    labels = list(handles)
+    fig.legend(
+        [handles[k] for k in labels], labels, loc="outside upper center", ncols=3, fontsize=7
+    )
     return fig
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ..assays import AssayNoise
+from ..assays import AssayNoise, Likelihood
 from ..kinetics import (
     PARAMETER_NAMES,
     KineticParameters,
@@ -48,6 +48,11 @@ class Calibration:
       objective, converged``; objective minimized over all other unknowns), may be empty.
     - ``prior_dominated_ratio``, ``high_correlation``: thresholds of the identifiability flags.
     - ``config``: the resolved config (YAML) that produced this calibration.
+    - ``likelihood``: how readings entered the fit (censoring, residual distribution).
+    - ``discrepancy``: the forecast's model-discrepancy table learnt on the training runs
+      (``variable, horizon_h, bias, scale, n_runs``; :mod:`twin.forecast._discrepancy`).
+    - ``selection``: the ranking of candidate structures when ``fit.select`` was given
+      (:mod:`._select`), else empty.
     """
 
     fitted: tuple[str, ...]
@@ -73,6 +78,9 @@ class Calibration:
     prior_dominated_ratio: float
     high_correlation: float
     config: str = ""
+    likelihood: Likelihood = Likelihood()
+    discrepancy: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    selection: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     @property
     def entry_names(self) -> list[str]:
@@ -113,9 +121,10 @@ class Calibration:
 
     @property
     def converged(self) -> bool:
-        """Whether the optimizer run that produced the estimate converged."""
+        """Whether the optimizer run that produced the estimate converged, with every run's
+        solve successful at the estimate."""
         best = self.diagnostics.loc[self.diagnostics["selected"]]
-        return bool(best["converged"].all())
+        return bool(best["converged"].all()) and not bool(best["failed_runs"].any())
 
     def summary(self) -> pd.DataFrame:
         """One row per fitted parameter: estimate, 95 % interval, prior and the identified

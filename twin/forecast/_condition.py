@@ -97,7 +97,9 @@ def effect_prior(
 
 def _spec_and_prior(calibration: Calibration) -> tuple[ModelSpec, Prior]:
     layout = ParameterLayout(calibration.fitted, calibration.donor_level, n_donors=1)
-    spec = ModelSpec(layout, calibration.structure, calibration.solver)
+    spec = ModelSpec(
+        layout, calibration.structure, calibration.solver, likelihood=calibration.likelihood
+    )
     prior = make_prior(calibration.model_parameters, layout, calibration.donor_sd)
     return spec, prior
 
@@ -110,10 +112,16 @@ def condition_runs(
     position: np.ndarray | None = None,
     *,
     max_steps: int = 20,
+    memory_h: float | None = None,
 ) -> RunPosterior:
     """MAP and Laplace covariance of each run's deviations from the population estimate at
     ``position`` (within ``calibration.fitted``; default: the donor-level parameters) given
-    its measurements and the prior of :func:`effect_prior`."""
+    its measurements and the prior of :func:`effect_prior`.
+
+    ``memory_h``: exponential forgetting. A measurement taken ``a`` hours before the run's
+    latest one counts with weight ``exp(-a / memory_h)`` in the likelihood (its SD is inflated
+    by ``exp(a / (2 memory_h))``), so that where the model is wrong the run's recent state,
+    which decides what comes next, outweighs its early history. ``None``: all count alike."""
     spec, prior = _spec_and_prior(calibration)
     noise_sd = jnp.asarray([calibration.noise.sd(v) for v in MEASURED_VARIABLES])
     theta_pop = jnp.asarray(calibration.estimate)
@@ -128,20 +136,33 @@ def condition_runs(
         spec,
         position,
         max_steps,
+        jnp.asarray(jnp.inf if memory_h is None else memory_h, float),
     )
 
 
 @eqx.filter_jit
 def _condition(
-    theta_pop, arrays, prior_mean, prior_covariance, prior, noise_sd, spec, position, max_steps
+    theta_pop,
+    arrays,
+    prior_mean,
+    prior_covariance,
+    prior,
+    noise_sd,
+    spec,
+    position,
+    max_steps,
+    memory_h,
 ):
     def one(run, mean, covariance):
         whiten = jnp.linalg.inv(jnp.linalg.cholesky(covariance))
+        measured = run.mask.any(axis=-1)
+        latest = jnp.max(jnp.where(measured, run.time_h, -jnp.inf))
+        weight = jnp.exp(-0.5 * jnp.maximum(latest - run.time_h, 0.0) / memory_h)
 
         def residuals(b):
             theta = theta_pop.at[position].add(b)
             data, ok = run_residuals(theta, run, prior, noise_sd, spec)
-            r = jnp.concatenate([data.ravel(), whiten @ (b - mean)])
+            r = jnp.concatenate([(data * weight[:, None]).ravel(), whiten @ (b - mean)])
             return r, (r, ok)
 
         def step(carry, _):

@@ -26,6 +26,7 @@ from ..observe import observables
 from ..process import Downstream, Event, Recipe, build_schedule, stack_schedules
 from ..simulate import SolverSettings, simulate
 from ._condition import RunPosterior, condition_runs, conditioned_positions, effect_prior
+from ._discrepancy import apply_discrepancy
 from ._predictive import (
     FORECAST_VARIABLES,
     forecast_frame,
@@ -56,6 +57,11 @@ class ForecastSettings:
       this SD (estimation scale) around the population estimate: an allowance for the model
       being wrong that lets a run's own data correct them (:func:`._condition.effect_prior`).
       Default: :data:`DEFAULT_RUN_LEVEL_SD`; ``None`` or ``{}``: the donor-level ones only.
+    - ``memory_h``: exponential forgetting of a run's older measurements when conditioning
+      on them (weight ``exp(-age / memory_h)``, age counted back from its latest
+      measurement); ``None``: all count alike (:func:`._condition.condition_runs`).
+    - ``apply_discrepancy``: correct the draws by the model discrepancy the calibration learnt
+      on its training runs (bias and interval scale by time ahead; :mod:`._discrepancy`).
     """
 
     n_draws: int = 200
@@ -68,6 +74,8 @@ class ForecastSettings:
     run_level_sd: dict[str, float] | None = dataclasses.field(
         default_factory=lambda: dict(DEFAULT_RUN_LEVEL_SD)
     )
+    apply_discrepancy: bool = True
+    memory_h: float | None = 48.0
 
     def __post_init__(self):
         if self.n_draws < 10:
@@ -75,6 +83,8 @@ class ForecastSettings:
         for name in ("planned_harvest_time_h", "time_step_h"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"forecast.{name}={getattr(self, name)!r}: must be > 0")
+        if self.memory_h is not None and not self.memory_h > 0:
+            raise ValueError(f"forecast.memory_h={self.memory_h!r}: must be > 0 (or null)")
         if self.advice_extension_h < 0:
             raise ValueError(
                 f"forecast.advice_extension_h={self.advice_extension_h!r}: must be >= 0"
@@ -102,29 +112,60 @@ class Forecast:
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-def planned_events(events: list[Event], settings: ForecastSettings, run_id: str) -> list[Event]:
-    """A run's events ending with a harvest (the recorded/planned one, else the default)."""
+def planned_events(
+    events: list[Event],
+    settings: ForecastSettings,
+    run_id: str,
+    plan: Recipe | None = None,
+    plan_name: str = "recipe",
+) -> tuple[list[Event], str]:
+    """A run's events ending with a harvest, and what was assumed, in words.
+
+    A finished run keeps its record. A running one (no harvest) continues with the events of
+    ``plan`` later than its last recorded event, harvest included, if a plan is given; else
+    it is harvested at ``settings.planned_harvest_time_h`` with no further operations.
+    """
     if events and events[-1].operation == "harvest":
-        return list(events)
+        return list(events), "recorded batch record (finished)"
     last = max(e.time_h for e in events)
+    if plan is not None:
+        future = [e for e in plan.events() if e.time_h > last]
+        if not future:
+            raise TwinInputError(
+                f"run {run_id!r}: its last event ({last:g} h) is at or after the harvest of "
+                f"{plan_name} ({plan.harvest_time_h:g} h): nothing left to plan"
+            )
+        done = ", ".join(sorted({e.operation for e in future[:-1]})) or "no further operations"
+        return [*events, *future], (
+            f"recorded events to {last:g} h, then {plan_name}: {done}; harvest at "
+            f"{future[-1].time_h:g} h"
+        )
     harvest = settings.planned_harvest_time_h
     if harvest < last:
         raise TwinInputError(
             f"run {run_id!r} has no harvest and its last event ({last:g} h) is later than "
             f"forecast.planned_harvest_time_h={harvest:g}"
         )
-    return [*events, Event(harvest, "harvest")]
+    return [*events, Event(harvest, "harvest")], (
+        f"recorded events to {last:g} h, no further operations; harvest at {harvest:g} h "
+        "(forecast.planned_harvest_time_h)"
+    )
 
 
 def forecast(
     calibration: Calibration,
     data: RunData,
-    downstream: Downstream,
+    downstream: Downstream = Downstream(),
     settings: ForecastSettings = ForecastSettings(),
+    plan: Recipe | None = None,
+    plan_name: str = "recipe",
 ) -> Forecast:
-    """Forecast every run of ``data`` to its (planned) harvest; see the module docstring."""
+    """Forecast every run of ``data`` to its (planned) harvest; see the module docstring.
+    Running batches continue with ``plan``'s later events if given (:func:`planned_events`);
+    ``runs['assumed_plan']`` says what was assumed for each run."""
     run_ids = list(data.run_ids)
-    events = {r: planned_events(data.events_for(r), settings, r) for r in run_ids}
+    planned = {r: planned_events(data.events_for(r), settings, r, plan, plan_name) for r in run_ids}
+    events = {r: planned[r][0] for r in run_ids}
     planned_h = np.array([events[r][-1].time_h for r in run_ids])
     now_h = np.array(
         [
@@ -161,6 +202,8 @@ def forecast(
     states = _simulate_draws(calibration, theta, stack_schedules(schedules), jnp.asarray(time_h))
     truth = observables(states)
     measured = measured_draws(jax.random.PRNGKey(settings.seed + 1), truth, calibration.noise)
+    if settings.apply_discrepancy and not calibration.discrepancy.empty:
+        measured = apply_discrepancy(calibration.discrepancy, measured, time_h - now_h[:, None])
     # measured[v]: [runs, draws, times]
     quantiles = {
         v: np.moveaxis(np.quantile(measured[v], QUANTILES, axis=1), 0, -1)
@@ -184,6 +227,7 @@ def forecast(
                 "finished": data.is_finished(run_id),
                 "now_h": now_h[i],
                 "planned_harvest_time_h": planned_h[i],
+                "assumed_plan": planned[run_id][1],
                 **{f"{k}_at_planned": float(np.asarray(x)[at_planned]) for k, x in odds.items()},
                 **advice,
                 "conditioning_converged": bool(posterior.converged[i]),
@@ -224,7 +268,9 @@ def _posterior(
     covariance = np.concatenate(
         [covariance, np.broadcast_to(covariance[:1], (pad,) + covariance.shape[1:])]
     )
-    posterior = condition_runs(calibration, problem.arrays, mean, covariance, position)
+    posterior = condition_runs(
+        calibration, problem.arrays, mean, covariance, position, memory_h=settings.memory_h
+    )
     return jax.tree.map(lambda x: x[: len(run_ids)], posterior)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 
 from .._cli import resolve_user_path
 from .._errors import TwinInputError
 from ..calibrate import Calibration, load_calibration
 from ..data import RunData
+
+log = logging.getLogger(__name__)
 
 
 def calibration_from_path(path: str | None, key: str = "calibration") -> Calibration:
@@ -25,7 +29,14 @@ def calibration_from_path(path: str | None, key: str = "calibration") -> Calibra
         target = target / "calibration.nc"
     if not target.is_file():
         raise TwinInputError(f"{key}={str(path)!r}: no calibration file at {target}")
-    return load_calibration(target)
+    calibration = load_calibration(target)
+    if not calibration.converged:
+        log.warning(
+            "%s: this calibration did NOT converge (or a run's solve failed at its estimate): "
+            "what follows rests on unreliable estimates; see convergence.csv beside it",
+            target,
+        )
+    return calibration
 
 
 def harvest_times(data: RunData) -> pd.Series:

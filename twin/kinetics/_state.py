@@ -23,6 +23,7 @@ Bookkeeping for conservation: ``lysed``, ``removed`` (viable + dead withdrawn by
 from __future__ import annotations
 
 import dataclasses
+import enum
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -32,18 +33,97 @@ CELLS_PER_UNIT = 1.0e6  # state cell counts are in millions
 TU_PER_UNIT = 1.0e6  # state vector amounts are in millions of transducing units
 
 
+class DeclineForm(enum.StrEnum):
+    """How the division rate of activated cells declines with time since activation ``a``
+    (``T`` = ``growth_decline_time_h``, ``n`` = ``ModelStructure.decline_exponent``)."""
+
+    exponential = "exponential"  # exp(-a / T)
+    hill = "hill"  # 1 / (1 + (a / T)^n): halved at T, a plateau first for n > 1
+    gaussian = "gaussian"  # exp(-(a / T)^2): slow at first, then steep
+
+
+class DensityForm(enum.StrEnum):
+    """How the viable density ``X`` limits division (``K`` = ``density_half_cells_per_mL``)."""
+
+    hill = "hill"  # 1 / (1 + (X / K)^n), n = ModelStructure.density_exponent
+    logistic = "logistic"  # max(0, 1 - X / (2 K)): linear, halved at K, stops at 2 K
+
+
+class UptakeCoupling(enum.StrEnum):
+    """What the growth-associated glucose uptake of activated cells follows."""
+
+    growth = "growth"  # realized division rate (every limitation slows uptake too)
+    capacity = "capacity"  # glucose-limited potential rate: not slowed by age, density, lactate
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelStructure:
-    """Structural (shape-defining) choices of the kinetic model; hashable, static under jit."""
+    """Structural (shape- or form-defining) choices of the kinetic model; hashable, static
+    under jit. The least certain parts of the biology are selectable forms, today's the
+    default; calibration can rank candidates on the data (``fit.select``).
+
+    - ``lag_stages``: compartments of the Erlang activation lag (more: a sharper onset).
+    - ``max_copies``: copy-number classes 0..K tracked (K lumps >= K).
+    - ``decline``, ``decline_exponent``: the growth-decline form with culture age.
+    - ``lactate_inhibition_exponent``, ``lactate_toxicity_exponent``: Hill exponents of lactate
+      inhibition of growth and of lactate toxicity (3: a sharper, cubic threshold).
+    - ``density``, ``density_exponent``: density limitation of growth.
+    - ``uptake``: what growth-associated glucose uptake follows.
+    """
 
     lag_stages: int = 4
     max_copies: int = 6
+    decline: DeclineForm = DeclineForm.exponential
+    decline_exponent: float = 2.0
+    lactate_inhibition_exponent: float = 2.0
+    lactate_toxicity_exponent: float = 2.0
+    density: DensityForm = DensityForm.hill
+    density_exponent: float = 2.0
+    uptake: UptakeCoupling = UptakeCoupling.growth
 
     def __post_init__(self):
         if self.lag_stages < 1:
             raise ValueError(f"lag_stages must be >= 1, got {self.lag_stages}")
         if self.max_copies < 5:
             raise ValueError(f"max_copies must be >= 5, got {self.max_copies}")
+        for name, kind in _CHOICES.items():
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, kind(value))
+            except ValueError:
+                choices = ", ".join(member.value for member in kind)
+                raise ValueError(f"{name}={value!r}: choose one of {choices}") from None
+        for name in _EXPONENTS:
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 1.0 <= value <= 8.0):
+                raise ValueError(f"{name}={value!r}: must be a number in [1, 8]")
+            object.__setattr__(self, name, float(value))
+
+    def as_dict(self) -> dict:
+        """JSON-able fields (enums as their names)."""
+        return {
+            f.name: str(v) if isinstance(v := getattr(self, f.name), enum.Enum) else v
+            for f in dataclasses.fields(self)
+        }
+
+    def describe(self) -> str:
+        """The fields that differ from the default structure, ``name=value`` (or ``default``)."""
+        default = ModelStructure().as_dict()
+        changed = [f"{k}={v}" for k, v in self.as_dict().items() if default[k] != v]
+        return ",".join(changed) or "default"
+
+
+_CHOICES = {
+    "decline": DeclineForm,
+    "density": DensityForm,
+    "uptake": UptakeCoupling,
+}
+_EXPONENTS = (
+    "decline_exponent",
+    "lactate_inhibition_exponent",
+    "lactate_toxicity_exponent",
+    "density_exponent",
+)
 
 
 class CultureState(eqx.Module):

@@ -11,38 +11,83 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._parameters import KineticParameters, decay_rate_per_h
-from ._state import CELLS_PER_UNIT, TU_PER_UNIT, CultureState
+from ._state import (
+    CELLS_PER_UNIT,
+    TU_PER_UNIT,
+    CultureState,
+    DeclineForm,
+    DensityForm,
+    ModelStructure,
+    UptakeCoupling,
+)
+
+_DEFAULT = ModelStructure()
 
 # Half-saturation of maintenance uptake: small, only there so that glucose cannot go negative.
 MAINTENANCE_GLUCOSE_HALF_mM = 0.02
 
 
-def hill_inhibition(x: Float[Array, ""], half: Float[Array, ""], n: int) -> Float[Array, ""]:
+def hill_inhibition(x: Float[Array, ""], half: Float[Array, ""], n: float) -> Float[Array, ""]:
     """1 / (1 + (x/half)^n): 1 at x = 0, 1/2 at x = half."""
     return 1.0 / (1.0 + (x / half) ** n)
 
 
-def growth_rate_per_h(state: CultureState, p: KineticParameters) -> Float[Array, ""]:
-    """Specific division rate of activated cells (1/h)."""
+def age_decline(
+    age_h: Float[Array, ""], p: KineticParameters, structure: ModelStructure
+) -> Float[Array, ""]:
+    """Factor (1 at activation) by which the division rate declines with culture age."""
+    scaled = jnp.maximum(age_h, 0.0) / p.growth_decline_time_h
+    if structure.decline is DeclineForm.hill:
+        return 1.0 / (1.0 + scaled**structure.decline_exponent)
+    if structure.decline is DeclineForm.gaussian:
+        return jnp.exp(-(scaled**2))
+    return jnp.exp(-scaled)
+
+
+def density_limit(
+    density_cells_per_mL: Float[Array, ""], p: KineticParameters, structure: ModelStructure
+) -> Float[Array, ""]:
+    """Factor (1 when empty) by which the viable density limits division."""
+    if structure.density is DensityForm.logistic:
+        return jnp.maximum(1.0 - density_cells_per_mL / (2.0 * p.density_half_cells_per_mL), 0.0)
+    return hill_inhibition(
+        density_cells_per_mL, p.density_half_cells_per_mL, structure.density_exponent
+    )
+
+
+def glucose_saturation(state: CultureState, p: KineticParameters) -> Float[Array, ""]:
     glucose = jnp.maximum(state.glucose_mM, 0.0)
+    return glucose / (p.glucose_monod_mM + glucose)
+
+
+def growth_rate_per_h(
+    state: CultureState, p: KineticParameters, structure: ModelStructure = _DEFAULT
+) -> Float[Array, ""]:
+    """Specific division rate of activated cells (1/h)."""
     lactate = jnp.maximum(state.lactate_mM, 0.0)
     il2 = jnp.maximum(state.il2_IU_per_mL, 0.0)
     density = CELLS_PER_UNIT * jnp.maximum(state.viable, 0.0) / state.volume_ml
-    f_age = jnp.exp(-state.time_since_activation_h / p.growth_decline_time_h)
-    f_glucose = glucose / (p.glucose_monod_mM + glucose)
-    f_lactate = hill_inhibition(lactate, p.lactate_inhibition_mM, 2)
+    f_age = age_decline(state.time_since_activation_h, p, structure)
+    f_lactate = hill_inhibition(
+        lactate, p.lactate_inhibition_mM, structure.lactate_inhibition_exponent
+    )
     f_il2 = p.il2_independent_growth_fraction + (1 - p.il2_independent_growth_fraction) * il2 / (
         p.il2_monod_IU_per_mL + il2
     )
-    f_density = hill_inhibition(density, p.density_half_cells_per_mL, 2)
+    f_density = density_limit(density, p, structure)
+    f_glucose = glucose_saturation(state, p)
     return p.max_growth_rate_per_h * f_age * f_glucose * f_lactate * f_il2 * f_density
 
 
-def death_rate_per_h(state: CultureState, p: KineticParameters) -> Float[Array, ""]:
+def death_rate_per_h(
+    state: CultureState, p: KineticParameters, structure: ModelStructure = _DEFAULT
+) -> Float[Array, ""]:
     """Specific death rate of viable cells (1/h): baseline + lactate toxicity + starvation."""
     glucose = jnp.maximum(state.glucose_mM, 0.0)
     lactate = jnp.maximum(state.lactate_mM, 0.0)
-    toxicity = 1.0 - hill_inhibition(lactate, p.lactate_toxicity_mM, 2)
+    toxicity = 1.0 - hill_inhibition(
+        lactate, p.lactate_toxicity_mM, structure.lactate_toxicity_exponent
+    )
     starvation = hill_inhibition(glucose, p.starvation_glucose_mM, 4)
     return (
         p.base_death_rate_per_h
@@ -57,11 +102,14 @@ def hit_rate_per_h(state: CultureState, p: KineticParameters) -> Float[Array, ""
     return p.transduction_rate_mL_per_TU_h * vector_TU_per_mL
 
 
-def culture_vector_field(t, state: CultureState, p: KineticParameters) -> CultureState:
-    """d(state)/dt for a closed culture between unit operations (volume is constant)."""
+def culture_vector_field(
+    t, state: CultureState, p: KineticParameters, structure: ModelStructure = _DEFAULT
+) -> CultureState:
+    """d(state)/dt for a closed culture between unit operations (volume is constant); the
+    rate-law forms are those of ``structure`` (static)."""
     del t  # autonomous: time enters through the activation clock
-    mu = growth_rate_per_h(state, p)
-    death = death_rate_per_h(state, p)
+    mu = growth_rate_per_h(state, p, structure)
+    death = death_rate_per_h(state, p, structure)
     hits = hit_rate_per_h(state, p)
     net = mu - death
 
@@ -101,7 +149,11 @@ def culture_vector_field(t, state: CultureState, p: KineticParameters) -> Cultur
     maintenance = (
         p.glucose_maintenance_pmol_per_cell_h * glucose / (MAINTENANCE_GLUCOSE_HALF_mM + glucose)
     )
-    uptake_activated = mu * p.glucose_per_new_cell_pmol + maintenance
+    if structure.uptake is UptakeCoupling.capacity:
+        growth_uptake = p.max_growth_rate_per_h * glucose_saturation(state, p)
+    else:
+        growth_uptake = mu
+    uptake_activated = growth_uptake * p.glucose_per_new_cell_pmol + maintenance
     uptake_resting = p.resting_uptake_fraction * maintenance
     glucose_uptake_mM_per_h = (
         uptake_activated * activated + uptake_resting * non_activated

@@ -1,0 +1,235 @@
+"""Model discrepancy learnt from the training runs' own held-out forecasts (split conformal).
+
+Real cells never follow the twin's equations, so a forecast that propagates only parameter and
+assay uncertainty is biased and too confident where the model is wrong. The calibration data
+say by how much: each finished training run is forecast as if it were running, from its data
+cut ``h`` hours before its harvest, conditioned as a *new* donor (its own donor effects are not
+used), and the forecast at harvest is compared with what was measured there. Per forecast
+variable and horizon this gives, on the variable's own scale (log or logit):
+
+- ``bias``: the median error ``z(observed) - z(forecast median)``, added to future forecasts;
+- ``mean_abs_error`` (after the bias correction) and ``mean_abs_error_uncorrected``: how far
+  off those forecasts were (used to rank model structures, :mod:`twin.calibrate._select`);
+- ``scale``: the split-conformal factor by which the forecast's spread around its median must
+  be stretched (or shrunk) so that the central ``coverage`` interval covers that share of the
+  training runs (finite-sample corrected quantile of the scores).
+
+:func:`apply_discrepancy` applies both to forecast draws, interpolated in the time ahead of the
+run's last measurement (none at 0 h). Only the population estimate is shared with the run
+being scored, so the errors are nearly out-of-sample; the scale absorbs what remains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..assays import ASSAY_SCALES
+from ..calibrate import DiscrepancySettings
+from ..data import RunData
+from ._io import harvest_times, truncate
+
+log = logging.getLogger(__name__)
+
+# The scale each forecast variable is corrected on: (transform, floor).
+DISCREPANCY_SCALES: dict[str, tuple[str, float]] = {
+    "viable_cells": ASSAY_SCALES["viable_cells"],
+    "viability": ASSAY_SCALES["viability"],
+    "car_pos_fraction": ASSAY_SCALES["car_pos_fraction"],
+    "vcn_per_cell": ASSAY_SCALES["vcn_per_cell"],
+    "viable_car_pos_cells": ("log", 1.0e4),
+}
+DISCREPANCY_COLUMNS = (
+    "variable",
+    "horizon_h",
+    "bias",
+    "scale",
+    "n_runs",
+    "mean_abs_error",
+    "mean_abs_error_uncorrected",
+)
+_Z90 = 1.6448536269514722
+
+
+def to_scale(variable: str, value):
+    """A forecast variable on its correction scale (log or logit; NumPy)."""
+    transform, floor = DISCREPANCY_SCALES[variable]
+    value = np.asarray(value, float)
+    if transform == "log":
+        return np.log(np.maximum(value, 0.0) + floor)
+    clipped = np.clip(value, floor, 1.0 - floor)
+    return np.log(clipped) - np.log1p(-clipped)
+
+
+def from_scale(variable: str, z):
+    transform, floor = DISCREPANCY_SCALES[variable]
+    z = np.asarray(z, float)
+    if transform == "log":
+        return np.maximum(np.exp(z) - floor, 0.0)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def observed_outcomes(data: RunData) -> pd.DataFrame:
+    """Measured forecast variables at each finished run's harvest (wide, indexed by run_id)."""
+    harvest = harvest_times(data)
+    m = data.measurements
+    at = m[m["time_h"] == m["run_id"].map(harvest)]
+    wide = at.pivot_table(index="run_id", columns="variable", values="value")
+    if {"viable_cells", "car_pos_fraction"} <= set(wide.columns):
+        wide["viable_car_pos_cells"] = wide["viable_cells"] * wide["car_pos_fraction"]
+    return wide[[v for v in DISCREPANCY_SCALES if v in wide.columns]]
+
+
+def discrepancy_scores(
+    observed: np.ndarray, median: np.ndarray, lower: np.ndarray, upper: np.ndarray, variable: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(error, spread below, spread above)`` on the variable's scale, per forecast."""
+    z_obs, z_med = to_scale(variable, observed), to_scale(variable, median)
+    below = np.maximum(z_med - to_scale(variable, lower), 1e-9)
+    above = np.maximum(to_scale(variable, upper) - z_med, 1e-9)
+    return z_obs - z_med, below, above
+
+
+def conformal_fit(
+    error: np.ndarray, below: np.ndarray, above: np.ndarray, coverage: float, max_scale: float
+) -> tuple[float, float]:
+    """``(bias, scale)``: the median error, and the smallest stretch of each forecast's
+    central interval (re-centred by the bias) that covers ``coverage`` of the errors with the
+    split-conformal finite-sample correction."""
+    bias = float(np.median(error))
+    centred = error - bias
+    scores = np.where(centred >= 0, centred / above, -centred / below)
+    n = scores.size
+    level = min(1.0, math.ceil((n + 1) * coverage) / n)
+    scale = float(np.quantile(scores, level, method="higher"))
+    return bias, float(np.clip(scale, 1.0 / max_scale, max_scale))
+
+
+def learn_discrepancy(
+    calibration,
+    data: RunData,
+    settings: DiscrepancySettings = DiscrepancySettings(),
+    forecast_settings=None,
+) -> pd.DataFrame:
+    """The discrepancy table (:data:`DISCREPANCY_COLUMNS`) of ``calibration`` on its own
+    training ``data`` (module docstring), forecasting as ``forecast_settings`` (a
+    :class:`~._forecast.ForecastSettings`; default: its defaults) will; empty if there are
+    too few finished runs."""
+    from ._forecast import ForecastSettings, forecast  # the forecast uses this module
+
+    forecast_settings = ForecastSettings() if forecast_settings is None else forecast_settings
+
+    observed = observed_outcomes(data)
+    runs = [r for r in data.run_ids if r in observed.index]
+    empty = pd.DataFrame(columns=list(DISCREPANCY_COLUMNS))
+    if len(runs) < 5 or not settings.horizons_h:
+        log.warning("model discrepancy not learnt: %d finished runs with harvest data", len(runs))
+        return empty
+    pieces = []
+    for h in settings.horizons_h:
+        cut = truncate(data, runs, h)
+        tag = {r: f"{r}@{h:g}" for r in runs}
+        # Each copy is its own new donor: nothing of its donor's calibrated effects is used.
+        pieces.append(
+            RunData(
+                runs=cut.runs.assign(
+                    run_id=cut.runs["run_id"].map(tag), donor_id=cut.runs["run_id"].map(tag)
+                ),
+                events=cut.events.assign(run_id=cut.events["run_id"].map(tag)),
+                measurements=cut.measurements.assign(run_id=cut.measurements["run_id"].map(tag)),
+            )
+        )
+    combined = RunData(
+        runs=pd.concat([p.runs for p in pieces], ignore_index=True),
+        events=pd.concat([p.events for p in pieces], ignore_index=True),
+        measurements=pd.concat([p.measurements for p in pieces], ignore_index=True),
+    )
+    result = forecast(
+        dataclasses.replace(calibration, discrepancy=empty),
+        combined,
+        settings=dataclasses.replace(
+            forecast_settings,
+            n_draws=settings.n_draws,
+            use_known_donors=False,
+            advice_extension_h=0.0,
+            time_step_h=1.0e4,
+            apply_discrepancy=False,
+        ),
+    )
+    table = result.table.set_index(["run_id", "variable"])
+    ahead = (result.runs["planned_harvest_time_h"] - result.runs["now_h"]).to_numpy()
+    ahead = dict(zip(result.runs["run_id"], ahead, strict=True))
+    rows = []
+    for h in settings.horizons_h:
+        tagged = [f"{r}@{h:g}" for r in runs]
+        for variable in observed.columns:
+            keep = [
+                (r, t)
+                for r, t in zip(runs, tagged, strict=True)
+                if np.isfinite(observed.at[r, variable]) and (t, variable) in table.index
+            ]
+            if len(keep) < 5:
+                continue
+            values = table.loc[[(t, variable) for _, t in keep]]
+            error, below, above = discrepancy_scores(
+                observed.loc[[r for r, _ in keep], variable].to_numpy(),
+                values["median"].to_numpy(),
+                values["lower_90"].to_numpy(),
+                values["upper_90"].to_numpy(),
+                variable,
+            )
+            ok = np.isfinite(error) & np.isfinite(below) & np.isfinite(above)
+            if ok.sum() < 5:
+                continue
+            bias, scale = conformal_fit(
+                error[ok], below[ok], above[ok], settings.coverage, settings.max_scale
+            )
+            rows.append(
+                {
+                    "variable": variable,
+                    "horizon_h": float(np.mean([ahead[t] for _, t in keep])),
+                    "bias": bias,
+                    "scale": scale,
+                    "n_runs": int(ok.sum()),
+                    "mean_abs_error": float(np.mean(np.abs(error[ok] - bias))),
+                    "mean_abs_error_uncorrected": float(np.mean(np.abs(error[ok]))),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(DISCREPANCY_COLUMNS))
+
+
+def correction_at(
+    discrepancy: pd.DataFrame, variable: str, ahead_h: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(bias, scale)`` for ``variable`` at ``ahead_h`` hours after the last measurement:
+    linear in the horizon between the learnt ones (none at 0 h, constant beyond the last)."""
+    rows = discrepancy[discrepancy["variable"] == variable].sort_values("horizon_h")
+    ahead_h = np.maximum(np.asarray(ahead_h, float), 0.0)
+    if rows.empty:
+        return np.zeros_like(ahead_h), np.ones_like(ahead_h)
+    nodes = np.r_[0.0, rows["horizon_h"].to_numpy(float)]
+    bias = np.interp(ahead_h, nodes, np.r_[0.0, rows["bias"].to_numpy(float)])
+    log_scale = np.interp(ahead_h, nodes, np.r_[0.0, np.log(rows["scale"].to_numpy(float))])
+    return bias, np.exp(log_scale)
+
+
+def apply_discrepancy(
+    discrepancy: pd.DataFrame, draws: dict[str, np.ndarray], ahead_h: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Forecast draws ``[runs, draws, times]`` corrected: each time point's draws are moved by
+    the learnt bias and stretched about their median by the learnt scale, at the time ahead
+    of the run's last measurement ``ahead_h`` (``[runs, times]``)."""
+    corrected = dict(draws)
+    for variable, values in draws.items():
+        if variable not in DISCREPANCY_SCALES:
+            continue
+        bias, scale = correction_at(discrepancy, variable, ahead_h)
+        z = to_scale(variable, values)
+        median = np.median(z, axis=1, keepdims=True)
+        z = median + bias[:, None, :] + scale[:, None, :] * (z - median)
+        corrected[variable] = from_scale(variable, z)
+    return corrected
