@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from hydra import compose, initialize_config_dir
 
 import twin.config  # noqa: F401  (registers the config schemas)
@@ -24,6 +25,7 @@ from twin import Recipe, TwinInputError, default_parameters
 from twin.assays import MEASURED_VARIABLES, AssayNoise, sample_assay
 from twin.calibrate import (
     CalibrationConfig,
+    DiscrepancySettings,
     LMOptions,
     ModelSpec,
     ObjectiveData,
@@ -51,7 +53,9 @@ from twin.simulate import SolverSettings
 from twin.virtual import AssayPlan, design_recipes, sample_donor_parameters
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG = CalibrationConfig()
+# The forecast's model discrepancy is learnt (and tested) in test_forecast.py: off here, so
+# these fits compile only the calibration.
+CONFIG = CalibrationConfig(discrepancy=DiscrepancySettings(horizons_h=()))
 # Donor variation of the generator = the calibration's default omega: a well-specified model.
 DONOR_SD = {name: CONFIG.donor_sd for name in CONFIG.donor_level}
 EVALUATE = LMOptions(max_steps=0)
@@ -266,6 +270,18 @@ def test_calibration_reports(calibration):
         assert figure.axes
 
 
+def test_a_fit_out_of_steps_continues_from_its_best_point(virtual, calibration):
+    budget = dataclasses.replace(CONFIG, n_starts=1, max_steps=1, continuations=3)
+    result = calibrate(virtual.run_data, budget, progress=False)
+    rows = result.diagnostics
+    n = len(rows)
+    assert n >= 2 and list(rows["continuation"]) == list(range(n))  # one step never converges
+    assert not rows["converged"].iloc[:-1].any()  # continued only while not converged
+    assert rows["converged"].iloc[-1] or n == 4
+    assert (np.diff(rows["objective"].to_numpy()) < 0).all()  # each resumes where it stopped
+    assert rows["selected"].iloc[-1] and rows["selected"].sum() == 1
+
+
 def test_second_fit_with_the_same_shapes_does_not_recompile(virtual, calibration):
     compiled = fit_one._cache_size()
     data = virtual.run_data
@@ -310,6 +326,7 @@ def test_run_writes_outputs_and_the_file_round_trips(virtual, calibration, tmp_p
     out = tmp_path / "out"
     result = load_calibrate_script().run(cfg, out)
     expected = {"calibration.nc", "summary.csv", "residuals.png", "parameters.png"}
+    expected.add("convergence.csv")
     assert expected <= {p.name for p in out.iterdir()}
     assert {f"fit_{v}.png" for v in MEASURED_VARIABLES} <= {p.name for p in out.iterdir()}
     summary = pd.read_csv(out / "summary.csv")
@@ -338,6 +355,32 @@ def test_run_writes_outputs_and_the_file_round_trips(virtual, calibration, tmp_p
     pd.testing.assert_frame_equal(loaded.observations, result.observations)
     assert float(loaded.population.activation_lag_h) == float(result.population.activation_lag_h)
     assert "fit:" in loaded.config
+    assert loaded.likelihood == result.likelihood
+    with xr.open_dataset(out / "calibration.nc") as stored:
+        assert stored.attrs["converged"] == int(result.converged)
+
+
+def test_write_calibration_round_trips_discrepancy_and_selection(calibration, tmp_path):
+    discrepancy = pd.DataFrame(
+        {
+            "variable": ["viable_cells", "viable_car_pos_cells"],
+            "horizon_h": [48.0, 60.5],
+            "bias": [0.1, -0.2],
+            "scale": [1.5, 2.0],
+            "n_runs": [30, 31],
+        }
+    )
+    selection = pd.DataFrame(
+        {
+            "candidate": ["default", "decline=hill"],
+            "forecast_error": [0.2, 0.1],
+            "selected": [False, True],
+        }
+    )
+    changed = dataclasses.replace(calibration, discrepancy=discrepancy, selection=selection)
+    loaded = load_calibration(write_calibration(changed, tmp_path / "c.nc"))
+    pd.testing.assert_frame_equal(loaded.discrepancy, discrepancy)
+    pd.testing.assert_frame_equal(loaded.selection, selection)
 
 
 def test_write_calibration_round_trips_profiles(calibration, tmp_path):

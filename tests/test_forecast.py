@@ -23,7 +23,8 @@ from hydra import compose, initialize_config_dir
 import twin.config  # noqa: F401  (registers the config schemas)
 from twin import TwinInputError, default_parameters
 from twin.assays import AssayNoise
-from twin.calibrate import Calibration, write_calibration
+from twin.calibrate import Calibration, DiscrepancySettings, write_calibration
+from twin.data import RunData
 from twin.forecast import (
     FORECAST_COLUMNS,
     FORECAST_VARIABLES,
@@ -32,6 +33,7 @@ from twin.forecast import (
     planned_events,
 )
 from twin.forecast._condition import conditioned_positions, effect_prior
+from twin.forecast._discrepancy import learn_discrepancy
 from twin.forecast._io import observed_at_harvest, truncate
 from twin.forecast._predictive import harvest_advice, release_odds
 from twin.kinetics import ModelStructure, to_unconstrained
@@ -310,3 +312,46 @@ def test_run_level_prior_adds_discrepancy_to_the_population_uncertainty():
 def test_run_level_names_are_checked(run_level, message):
     with pytest.raises(TwinInputError, match=message):
         conditioned_positions(known_calibration(), run_level)
+
+
+@pytest.fixture(scope="module")
+def inflated():
+    """Three donors x two runs whose harvest viable counts read 1.5x what the model makes:
+    a known model discrepancy at harvest."""
+    data = generate_dataset(
+        9,
+        default_parameters(),
+        dict(zip(DONOR_LEVEL, DONOR_SD, strict=True)),
+        Recipe(),
+        n_donors=3,
+        runs_per_donor=2,
+    ).run_data
+    harvest = data.events[data.events["operation"] == "harvest"].set_index("run_id")["time_h"]
+    m = data.measurements
+    at_harvest = (m["time_h"] == m["run_id"].map(harvest)) & (m["variable"] == "viable_cells")
+    return RunData(
+        data.runs, data.events, m.assign(value=m["value"].where(~at_harvest, 1.5 * m["value"]))
+    )
+
+
+def test_learnt_discrepancy_recovers_a_known_bias_and_moves_the_forecast(inflated):
+    settings = DiscrepancySettings(horizons_h=(48.0,), n_draws=32)
+    table = learn_discrepancy(known_calibration(), inflated, settings, SETTINGS)
+    viable = table[table["variable"] == "viable_cells"].iloc[0]
+    assert viable["n_runs"] == 6 and 0.5 <= viable["scale"] <= 20
+    assert abs(viable["bias"] - np.log(1.5)) < 0.15, viable["bias"]
+    vcn = table[table["variable"] == "vcn_per_cell"].iloc[0]
+    assert abs(vcn["bias"]) < 0.15  # untouched variables carry no bias
+
+    cut = truncate(inflated, inflated.run_ids, horizon_h=48.0)
+    plain = forecast(known_calibration(), cut, Downstream(), SETTINGS).table
+    corrected_calibration = dataclasses.replace(known_calibration(), discrepancy=table)
+    corrected = forecast(corrected_calibration, cut, Downstream(), SETTINGS).table
+    rows = plain["variable"] == "viable_cells"
+    ratio = corrected.loc[rows, "median"].to_numpy() / plain.loc[rows, "median"].to_numpy()
+    np.testing.assert_array_less(1.2, ratio)
+    np.testing.assert_array_less(ratio, 1.8)
+    off = dataclasses.replace(SETTINGS, apply_discrepancy=False)
+    pd.testing.assert_frame_equal(
+        forecast(corrected_calibration, cut, Downstream(), off).table, plain
+    )

@@ -124,7 +124,8 @@ class Calibration:
         """Whether the optimizer run that produced the estimate converged, with every run's
         solve successful at the estimate."""
         best = self.diagnostics.loc[self.diagnostics["selected"]]
-        return bool(best["converged"].all()) and not bool(best["failed_runs"].any())
+        failed = bool(best["failed_runs"].any()) if "failed_runs" in best else False
+        return bool(best["converged"].all()) and not failed
 
     def summary(self) -> pd.DataFrame:
         """One row per fitted parameter: estimate, 95 % interval, prior and the identified
