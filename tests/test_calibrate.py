@@ -44,6 +44,7 @@ from twin.calibrate import (
     write_calibration,
 )
 from twin.calibrate._laplace import Z_95
+from twin.calibrate._select import parse_candidate
 from twin.data import RunData, write_run_data
 from twin.kinetics import KineticParameters, ModelStructure, to_unconstrained
 from twin.observe import observables
@@ -459,3 +460,26 @@ def test_interval_coverage_over_repeated_datasets():
         sd = np.sqrt(np.diag(result.covariance))[: len(result.fitted)]
         inside.extend(np.abs(result.estimate - truth) < Z_95 * sd)
     assert np.mean(inside) >= 0.85, np.mean(inside)
+
+
+@pytest.mark.slow
+def test_structure_selection_ranks_candidates_and_keeps_the_winner(virtual, tmp_path):
+    """Two candidates on the twin's own data: both fit, the table ranks them by their
+    held-out forecast error, and the chosen structure travels in calibration.nc."""
+    data = virtual_dataset(seed=12, n_donors=3, runs_per_donor=2).run_data
+    config = dataclasses.replace(
+        CONFIG,
+        n_starts=1,
+        select=["default", "decline=gaussian,lactate_toxicity_exponent=3"],
+        discrepancy=DiscrepancySettings(horizons_h=(48.0,), n_draws=16),
+    )
+    result = calibrate(data, config, progress=False)
+    table = result.selection
+    assert list(table.columns)[:3] == ["candidate", "structure", "forecast_error"]
+    assert sorted(table["candidate"]) == sorted(config.select) and table["selected"].sum() == 1
+    errors = table["forecast_error"].to_numpy()
+    assert np.all(np.isfinite(errors)) and errors[0] <= errors[1] * 1.01
+    chosen = table.loc[table["selected"], "candidate"].item()
+    expected = parse_candidate(chosen, ModelStructure(), "k")
+    loaded = load_calibration(write_calibration(result, tmp_path / "c.nc"))
+    assert loaded.structure == result.structure == expected

@@ -34,6 +34,7 @@ from twin.forecast import (
 )
 from twin.forecast._condition import conditioned_positions, effect_prior
 from twin.forecast._discrepancy import learn_discrepancy
+from twin.forecast._forecast import DEFAULT_RUN_LEVEL_SD
 from twin.forecast._io import observed_at_harvest, truncate
 from twin.forecast._predictive import harvest_advice, release_odds
 from twin.kinetics import ModelStructure, to_unconstrained
@@ -223,8 +224,7 @@ def test_forecast_script_writes_the_contract_files(tmp_path, virtual, truncated)
         f"forecast.time_step_h={SETTINGS.time_step_h}",
         "forecast.use_known_donors=false",
         # the defaults name parameters this calibration does not fit: swap them for its own
-        "~forecast.run_level_sd.activation_efficiency",
-        "~forecast.run_level_sd.glucose_per_new_cell_pmol",
+        *(f"~forecast.run_level_sd.{name}" for name in DEFAULT_RUN_LEVEL_SD),
         *(f"+forecast.run_level_sd.{name}={sd}" for name, sd in RUN_LEVEL_SD.items()),
     ]
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
