@@ -133,7 +133,7 @@ def report(calibration: Calibration) -> str:
 @hydra.main(config_path="../configs", config_name="calibrate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     enable_compilation_cache(cfg.compilation_cache_dir)
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         calibration = run(cfg, out_dir)
         print(report(calibration))

@@ -108,7 +108,7 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
 
 @hydra.main(config_path="../configs", config_name="simulate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         summary = run(cfg, out_dir)
         print(summary.to_string(index=False))

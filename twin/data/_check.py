@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections import defaultdict
 
 from twin.process._schedule import EVENT_FIELDS, Event, check_events
@@ -96,25 +97,50 @@ def _number(
     return float(text)
 
 
-def _check_run_id(table: Table, row: int, report: ProblemReport) -> bool:
-    if not table.frame["run_id"].iat[row]:
-        report.cell(table, row, "run_id", "is empty (a run identifier is required)")
+# Identifiers end up in file names (``fan_<run_id>.png``) and netCDF coordinates: letters,
+# digits, ``.``, ``_`` and ``-`` only, starting with a letter or digit (no path separators,
+# no ``..``, no hidden files), at most 64 characters.
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def identifier_problem(text: str) -> str | None:
+    """Why ``text`` is not a path-safe identifier, or ``None`` if it is one."""
+    if _IDENTIFIER.fullmatch(text) and ".." not in text:
+        return None
+    return (
+        "is not a safe identifier (use 1-64 letters, digits, '.', '_' or '-', starting with a "
+        "letter or digit, no '..'; it becomes part of file names)"
+    )
+
+
+def _check_identifier(table: Table, row: int, column: str, report: ProblemReport) -> bool:
+    text = table.frame[column].iat[row]
+    if not text:
+        kind = "run" if column == "run_id" else "donor"
+        report.cell(table, row, column, f"is empty (a {kind} identifier is required)")
+        return False
+    problem = identifier_problem(text) if text == text.strip() else None
+    if problem:
+        report.cell(table, row, column, problem)
         return False
     return True
+
+
+def _check_run_id(table: Table, row: int, report: ProblemReport) -> bool:
+    return _check_identifier(table, row, "run_id", report)
 
 
 def _check_runs(table: Table, report: ProblemReport) -> None:
     if table.frame.empty:
         report.file("runs", f"{table.name}: no runs (the table has no rows)")
     first_row: dict[str, int] = {}
-    for row, (run_id, donor_id) in enumerate(table.frame.itertuples(index=False)):
+    for row, (run_id, _) in enumerate(table.frame.itertuples(index=False)):
         if _check_run_id(table, row, report):
             if run_id in first_row:
                 line = table.lines[first_row[run_id]]
                 report.cell(table, row, "run_id", f"is listed twice (also on line {line})")
             first_row.setdefault(run_id, row)
-        if not donor_id:
-            report.cell(table, row, "donor_id", "is empty (a donor identifier is required)")
+        _check_identifier(table, row, "donor_id", report)
 
 
 def _check_events(table: Table, report: ProblemReport) -> dict[str, tuple[float, str]]:
