@@ -127,6 +127,12 @@ def report(calibration: Calibration) -> str:
         f"{'converged' if calibration.converged else 'NOT converged'} after "
         f"{chosen['steps']} steps (max|gradient| {chosen['gradient_norm']:.2g})"
     )
+    failed = int(chosen.get("failed_runs", 0))
+    if failed:
+        lines.append(
+            f"warning: the ODE solve failed for {failed} of {len(calibration.run_ids)} run(s) "
+            "at the estimate (penalized in the fit; see diagnostics failed_runs)"
+        )
     return "\n".join(lines)
 
 

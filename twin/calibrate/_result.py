@@ -113,9 +113,11 @@ class Calibration:
 
     @property
     def converged(self) -> bool:
-        """Whether the optimizer run that produced the estimate converged."""
+        """Whether the optimizer run that produced the estimate converged with every run's
+        ODE solve successful at the estimate (a fit that penalized a failed run is not one)."""
         best = self.diagnostics.loc[self.diagnostics["selected"]]
-        return bool(best["converged"].all())
+        failed = int(best["failed_runs"].sum()) if "failed_runs" in best.columns else 0
+        return bool(best["converged"].all()) and failed == 0
 
     def summary(self) -> pd.DataFrame:
         """One row per fitted parameter: estimate, 95 % interval, prior and the identified
