@@ -40,6 +40,25 @@ from ._result import Calibration
 # are refused on load with a message that says so (never misread).
 FORMAT_VERSION = 1
 
+_REQUIRED_VARIABLES = (
+    "parameter",
+    "donor_level_parameter",
+    "donor",
+    "run",
+    "run_donor",
+    "kinetic_parameter",
+    "variable",
+    "prior_sd",
+    "donor_effect",
+    "donor_sd",
+    "model_parameter",
+    "noise_sd",
+    "initial_noise_sd",
+    "objective",
+    "n_observations",
+)
+_REQUIRED_ATTRS = ("structure", "solver", "prior_dominated_ratio", "high_correlation")
+
 _TABLES = {"observation": "observations", "fit": "diagnostics", "profile_point": "profiles"}
 _PROFILE_COLUMNS = ("parameter", "value_unconstrained", "value", "objective", "converged")
 
@@ -141,6 +160,12 @@ def _check_format(ds: xr.Dataset, source: Path) -> None:
             f"{ds.attrs.get('twin_version', 'unknown')}), this twin reads calibration format "
             f"{FORMAT_VERSION} only; re-run experiments/calibrate.py"
         )
+    for name in _REQUIRED_VARIABLES:
+        if name not in ds.variables:
+            raise TwinInputError(f"{source}: variable {name!r} is missing")
+    for name in _REQUIRED_ATTRS:
+        if name not in ds.attrs:
+            raise TwinInputError(f"{source}: attribute {name!r} is missing")
     unknown = sorted(set(_strings(ds["kinetic_parameter"])) ^ set(PARAMETER_NAMES))
     if unknown:
         raise TwinInputError(
