@@ -101,7 +101,7 @@ def _damage(source: Path, target: Path, damage) -> None:
         return
     with xr.open_dataset(source) as opened:
         ds = opened.load()
-    (how, what), = damage.items()
+    ((how, what),) = damage.items()
     if how == "drop":
         ds = ds.drop_vars(what)
     elif how == "attr":
