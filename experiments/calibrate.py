@@ -12,7 +12,8 @@ effects, noise SDs, diagnostics, the resolved config; read it back with
 ``provenance.json``; prints the summary. Compiled programs are cached on disk in
 ``compilation_cache_dir`` (default ``~/.cache/cartwin/jax``; ``null`` turns it off), so a second
 run on data of the same padded shape skips XLA's compile (tracing it again still takes
-seconds).
+seconds). Each optimizer start is checkpointed in ``checkpoints/`` as it finishes: a killed run
+continues with ``resume=true`` and the same ``hydra.run.dir``, to the same result.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if __name__ == "__main__":
     os.environ.setdefault("EQX_ON_ERROR", "nan")
     os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
 
+import shutil
 from pathlib import Path
 
 import hydra
@@ -53,6 +55,7 @@ from twin.calibrate import (
     write_calibration,
 )
 from twin.calibrate._cache import enable_compilation_cache
+from twin.calibrate._checkpoint import checkpoints
 from twin.data import read_run_data
 from twin.plots import save_figure
 from twin.provenance import write_provenance
@@ -79,18 +82,11 @@ def run(cfg: DictConfig, out_dir: Path) -> Calibration:
     data = read_run_data(resolve_user_path(str(cfg.data_dir)))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, cfg, seed=cfg.seed)
-    calibration = calibrate(
-        data,
-        config,
-        model_parameters=params,
-        structure=structure,
-        solver=solver,
-        noise=noise,
-        seed=cfg.seed,
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        progress=cfg.progress,
-    )
+    checkpoint_dir = out_dir / "checkpoints"
+    with checkpoints(checkpoint_dir):  # a killed run resumes from here (resume=true)
+        calibration = _calibrate(cfg, data, config, params, structure, solver, noise)
     write_calibration(calibration, out_dir / "calibration.nc")
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the result is written: not needed now
     with atomic_path(out_dir / "summary.csv") as tmp:
         summary_table(calibration).to_csv(tmp, index=False)
     measured = set(calibration.observations["variable"])
@@ -102,6 +98,20 @@ def run(cfg: DictConfig, out_dir: Path) -> Calibration:
     if not calibration.profiles.empty:
         save_figure(plot_profiles(calibration), out_dir / "profiles.png")
     return calibration
+
+
+def _calibrate(cfg, data, config, params, structure, solver, noise) -> Calibration:
+    return calibrate(
+        data,
+        config,
+        model_parameters=params,
+        structure=structure,
+        solver=solver,
+        noise=noise,
+        seed=cfg.seed,
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        progress=cfg.progress,
+    )
 
 
 def summary_table(calibration: Calibration) -> pd.DataFrame:

@@ -60,7 +60,8 @@ def check_run_request(cfg: DictConfig) -> None:
     problems = unknown_added_keys(cfg, list(hydra_cfg.overrides.task), hydra_cfg.runtime.choices)
     if problems:
         raise TwinInputError(problems[0], problems)
-    check_output_dir(Path(hydra_cfg.runtime.output_dir), overwrite=bool(cfg.get("overwrite")))
+    reuse = bool(cfg.get("overwrite")) or bool(cfg.get("resume"))
+    check_output_dir(Path(hydra_cfg.runtime.output_dir), overwrite=reuse)
 
 
 def check_output_dir(out_dir: Path, *, overwrite: bool) -> None:
@@ -68,7 +69,8 @@ def check_output_dir(out_dir: Path, *, overwrite: bool) -> None:
     if not overwrite and (out_dir / RUN_MARKER).exists():
         raise TwinInputError(
             f"hydra.run.dir={str(out_dir)!r} already holds the results of an earlier run "
-            f"({RUN_MARKER}); choose another folder or pass overwrite=true to replace them"
+            f"({RUN_MARKER}); choose another folder, pass overwrite=true to replace them or "
+            "(calibrate) resume=true to continue a killed run"
         )
 
 
