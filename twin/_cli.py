@@ -44,9 +44,13 @@ def exit_on_input_error(cfg: DictConfig | None = None) -> Iterator[None]:
     except TwinInputError as error:
         if verbose:
             raise
+        log = _job_log_stream()
         for line in error.problems:
             print(f"error: {line}", file=sys.stderr)
-            logging.getLogger("twin").error(line)
+            if log is not None:  # the job's .log file only (a log record would echo on stdout)
+                log.write(f"error: {line}\n")
+        if log is not None:
+            log.flush()
         sys.exit(2)
 
 
@@ -131,16 +135,22 @@ class _Tee:
         return getattr(self._first, name)
 
 
+def _job_log_stream() -> TextIO | None:
+    """The stream of the ``.log`` file Hydra opened for the job, if any."""
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    return handlers[0].stream if handlers else None
+
+
 @contextlib.contextmanager
 def _copy_stdout_to_job_log() -> Iterator[None]:
     """Copy ``print`` output into the ``.log`` file Hydra opened for the job (if any), which
     otherwise only holds log records and stays empty for commands that print results."""
-    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-    if not handlers or handlers[0].stream is None:
+    log = _job_log_stream()
+    if log is None:
         yield
         return
     console = sys.stdout
-    sys.stdout = _Tee(console, handlers[0].stream)
+    sys.stdout = _Tee(console, log)
     try:
         yield
     finally:
