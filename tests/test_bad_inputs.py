@@ -152,6 +152,8 @@ def _compose(config_dir: Path, command: str, overrides: list[str]):
         GlobalHydra.instance().clear()
         initialize_config_dir(config_dir=str(config_dir), version_base="1.3").__enter__()
         _HYDRA["dir"] = config_dir
+    if not any(o.startswith("+") for o in overrides):  # Hydra's runtime config not needed
+        return compose(command, overrides=overrides)
     cfg = compose(command, overrides=overrides, return_hydra_config=True)
     problems = unknown_added_keys(cfg, overrides, cfg.hydra.runtime.choices)
     if problems:
