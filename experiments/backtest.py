@@ -122,7 +122,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 @hydra.main(config_path="../configs", config_name="backtest", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     enable_compilation_cache(cfg.compilation_cache_dir)
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         metrics = run(cfg, out_dir)
         print(OmegaConf.to_yaml(OmegaConf.create(metrics)).strip())

@@ -93,7 +93,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 
 @hydra.main(config_path="../configs", config_name="benchmark", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         result = run(cfg, Path(HydraConfig.get().runtime.output_dir))
         for key, value in result.items():
             print(

@@ -16,7 +16,9 @@ structures ranked), ``fit_<variable>.png`` (observed vs fitted per run), ``resid
 ``resolved_config.yaml`` and ``provenance.json``; prints the summary. Compiled programs are
 cached on disk in ``compilation_cache_dir`` (default ``~/.cache/cartwin/jax``; ``null`` turns
 it off), so a second run on data of the same padded shape skips XLA's compile (tracing it
-again still takes seconds).
+again still takes seconds). Each optimizer start is checkpointed in ``checkpoints/`` as it
+finishes: a killed run continues with ``resume=true`` and the same ``hydra.run.dir``, to the
+same result.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ if __name__ == "__main__":
     os.environ.setdefault("EQX_ON_ERROR", "nan")
     os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
 
+import shutil
 from pathlib import Path
 
 import hydra
@@ -57,6 +60,7 @@ from twin.calibrate import (
     write_calibration,
 )
 from twin.calibrate._cache import enable_compilation_cache
+from twin.calibrate._checkpoint import checkpoints
 from twin.data import read_run_data
 from twin.plots import save_figure
 from twin.provenance import write_provenance
@@ -83,19 +87,11 @@ def run(cfg: DictConfig, out_dir: Path) -> Calibration:
     data = read_run_data(resolve_user_path(str(cfg.data_dir)))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, cfg, seed=cfg.seed)
-    calibration = calibrate(
-        data,
-        config,
-        model_parameters=params,
-        structure=structure,
-        solver=solver,
-        noise=noise,
-        seed=cfg.seed,
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        progress=cfg.progress,
-        forecast_settings=twin_config.forecast_settings_from_config(cfg.forecast),
-    )
+    checkpoint_dir = out_dir / "checkpoints"
+    with checkpoints(checkpoint_dir):  # a killed run resumes from here (resume=true)
+        calibration = _calibrate(cfg, data, config, params, structure, solver, noise)
     write_calibration(calibration, out_dir / "calibration.nc")
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the result is written: not needed now
     tables = {
         "summary.csv": summary_table(calibration),
         "convergence.csv": calibration.diagnostics,
@@ -115,6 +111,21 @@ def run(cfg: DictConfig, out_dir: Path) -> Calibration:
     if not calibration.profiles.empty:
         save_figure(plot_profiles(calibration), out_dir / "profiles.png")
     return calibration
+
+
+def _calibrate(cfg, data, config, params, structure, solver, noise) -> Calibration:
+    return calibrate(
+        data,
+        config,
+        model_parameters=params,
+        structure=structure,
+        solver=solver,
+        noise=noise,
+        seed=cfg.seed,
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        progress=cfg.progress,
+        forecast_settings=twin_config.forecast_settings_from_config(cfg.forecast),
+    )
 
 
 def summary_table(calibration: Calibration) -> pd.DataFrame:
@@ -146,6 +157,12 @@ def report(calibration: Calibration) -> str:
         f"{chosen['steps']} steps (max|gradient| {chosen['gradient_norm']:.2g}, "
         f"decrement {chosen['decrement']:.2g}; all starts: convergence.csv)"
     )
+    failed = int(chosen.get("failed_runs", 0))
+    if failed:
+        lines.append(
+            f"warning: the ODE solve failed for {failed} of {len(calibration.run_ids)} run(s) "
+            "at the estimate (penalized in the fit; see diagnostics failed_runs)"
+        )
     if not calibration.converged:
         lines.append(
             "WARNING: the calibration did not converge (or a run's solve failed): estimates "
@@ -157,7 +174,7 @@ def report(calibration: Calibration) -> str:
 @hydra.main(config_path="../configs", config_name="calibrate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     enable_compilation_cache(cfg.compilation_cache_dir)
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         calibration = run(cfg, out_dir)
         print(report(calibration))

@@ -70,7 +70,7 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
 
 @hydra.main(config_path="../configs", config_name="forecast", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         runs = run(cfg, out_dir)
         with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):

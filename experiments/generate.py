@@ -67,7 +67,7 @@ def run(cfg: DictConfig, out_dir: Path) -> Path:
 
 @hydra.main(config_path="../configs", config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         dataset_dir = run(cfg, Path(HydraConfig.get().runtime.output_dir))
         print(f"wrote {cfg.n_donors * cfg.runs_per_donor} runs to {dataset_dir}")
 

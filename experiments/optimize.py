@@ -587,7 +587,7 @@ _PRINTED = [
 
 @hydra.main(config_path="../configs", config_name="optimize", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         began = time.perf_counter()
         report = run(cfg, out_dir)

@@ -27,9 +27,12 @@ from twin._cli import exit_on_input_error, resolve_user_path
 from twin.plots import plot_batch, save_figure
 from twin.process import build_schedule
 from twin.provenance import write_provenance
+from twin.simulate import SolveResult
 from twin.trajectories import trajectory_dataset
 
 jax.config.update("jax_enable_x64", True)
+
+MAX_SAVES = 100_000  # saved states per run: ~20 MB of trajectory; more is a typo, not a need
 
 _SUMMARY_ROWS = (
     ("harvest_time_h", "h", "{:.0f}"),
@@ -84,6 +87,12 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     schedule, measurements, run_id = _schedule_and_measurements(cfg, recipe)
 
     end_h = float(schedule.end_time_h)
+    n_saves = end_h / cfg.save_interval_h
+    if n_saves > MAX_SAVES:
+        raise TwinInputError(
+            f"save_interval_h={cfg.save_interval_h!r}: would save {n_saves:.3g} states over "
+            f"{end_h:g} h (at most {MAX_SAVES}: a memory budget)"
+        )
     save_times_h = np.unique(np.append(np.arange(0.0, end_h, cfg.save_interval_h), end_h))
     trajectory = simulate(params, schedule, save_times_h, structure, solver)
     dataset = trajectory_dataset(trajectory, schedule, downstream, run_id=run_id)
@@ -102,13 +111,16 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     with atomic_path(out_dir / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
     if not bool(trajectory.success):
-        print("warning: the ODE solve failed for this batch (see solver_success); figures show NaN")
+        print(
+            f"warning: the ODE solve failed for this batch ({dataset.attrs['solver_result']}: "
+            f"{SolveResult[trajectory.result]}); values after the failure are NaN"
+        )
     return summary
 
 
 @hydra.main(config_path="../configs", config_name="simulate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         summary = run(cfg, out_dir)
         print(summary.to_string(index=False))

@@ -2,8 +2,8 @@
 
     python experiments/validate.py data_dir=path/to/folder
 
-A relative ``data_dir`` is taken from the working directory if it exists there, else from the
-repository root. Bad data prints one
+A relative ``data_dir`` is taken from the working directory (the shipped ``twin/data/...``
+folders are also found from elsewhere). Bad data prints one
 ``error: ...`` line per problem (file, line, column, value) on stderr and exits with code 2.
 """
 
@@ -49,7 +49,7 @@ def summarize(data: RunData, data_dir: Path) -> str:
 
 @hydra.main(config_path="../configs", config_name="validate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         print(run(cfg))
 
 

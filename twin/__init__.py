@@ -1,5 +1,7 @@
 """cart-twin: a digital twin of automated CAR-T manufacturing (one Cell Shuttle cartridge)."""
 
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError, version as _version
+
 from ._errors import TwinInputError as TwinInputError
 from .kinetics import (
     PARAMETER_TABLE as PARAMETER_TABLE,
@@ -15,3 +17,8 @@ from .simulate import (
     Trajectory as Trajectory,
     simulate as simulate,
 )
+
+try:
+    __version__ = _version("cart-twin")
+except _PackageNotFoundError:  # a source tree on sys.path, not installed
+    __version__ = "0+unknown"

@@ -18,6 +18,12 @@ slower, from restarting the step-size controller at every segment.)
 Output convention (RUN_DATA.md): the state saved at time ``t`` is the culture *just before* any
 event at ``t`` (so a measurement at harvest describes the culture before harvest), except at
 ``t = 0``, which shows the freshly seeded culture. Save times after the schedule's end are NaN.
+
+Failures are data (diffrax's style): each run carries a :class:`SolveResult` (``successful``,
+``max_steps_reached``, ``nonfinite_state``, ...), the first failing segment's. A failed solve is
+never continued from where it stopped: later segments are given zero length (so a failed run
+costs a ``vmap`` batch no extra steps), and every state saved after the failure, and the end
+state, is NaN.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ._tsit5 import StackedTsit5
@@ -92,21 +99,56 @@ class SolverSettings:
         return diffrax.RecursiveCheckpointAdjoint()
 
 
+class SolveResult(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
+    """Why a solve failed (``successful`` if it did not): diffrax's results plus our own."""
+
+    nonfinite_state = (
+        "The culture state became non-finite (NaN or inf): parameters or event values outside "
+        "the model's range, or an unstable step."
+    )
+
+
+def result_names(result: SolveResult) -> np.ndarray:
+    """The name of each (batched) result, e.g. ``"max_steps_reached"``, as a string array."""
+    names = np.full(np.shape(result == SolveResult.successful), "successful", dtype=object)
+    for name in _RESULT_NAMES:
+        names[np.asarray(result == getattr(SolveResult, name))] = name
+    return names.astype(str)
+
+
+_RESULT_NAMES = (
+    "successful",
+    "max_steps_reached",
+    "dt_min_reached",
+    "max_steps_rejected",
+    "internal_error",
+    "nonfinite_state",
+)
+
+
 class Trajectory(eqx.Module):
     """A simulated batch.
 
     **Fields:**
 
     - ``time_h``: the save times (hours since seed).
-    - ``states``: the culture state at each save time (leaves gain a leading ``times`` axis).
-    - ``end_state``: the state at the schedule's end (just before harvest).
-    - ``success``: ``False`` if any segment's solve failed (step budget, non-finite state).
+    - ``states``: the culture state at each save time (leaves gain a leading ``times`` axis);
+      NaN after a failed segment.
+    - ``end_state``: the state at the schedule's end (just before harvest); NaN if the solve
+      failed.
+    - ``result``: a :class:`SolveResult`, the first failure of any segment (read it with
+      :func:`result_names` or ``SolveResult[result]``).
     """
 
     time_h: Float[Array, " times"]
     states: CultureState
     end_state: CultureState
-    success: Bool[Array, ""]
+    result: SolveResult
+
+    @property
+    def success(self) -> Bool[Array, ""]:
+        """``False`` if any segment's solve failed (step budget, non-finite state)."""
+        return self.result == SolveResult.successful
 
 
 def simulate(
@@ -175,10 +217,15 @@ def _simulate(params, schedule, save_times_h, structure, solver) -> Trajectory:
     adjoint = solver.make_adjoint()
 
     def slot(carry, inputs):
-        state, success, dt_h = carry
+        state, result, dt_h = carry
         operation, t0, t1, event = inputs
-        entry = state
+        ok = result == SolveResult.successful
+        entry = (state, ok)
         state = jax.lax.switch(operation, JUMP_MAPS, state, event, params)
+        # After a failure the segments have zero length: nothing is continued from the failed
+        # state (which is masked as NaN on output, not in the carry, so that derivatives of
+        # the successful runs of a batch stay finite).
+        t1 = jnp.where(ok, t1, t0)
         # Only the end state is saved: the slots already stop at every save time.
         solution = diffrax.diffeqsolve(
             term,
@@ -196,27 +243,32 @@ def _simulate(params, schedule, save_times_h, structure, solver) -> Trajectory:
         )
         state = jax.tree.map(lambda y: y[-1], solution.ys)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state)]))
-        success = success & (solution.result == diffrax.RESULTS.successful) & finite
+        segment = SolveResult.where(
+            finite, SolveResult.promote(solution.result), SolveResult.nonfinite_state
+        )
+        result = SolveResult.where(ok, segment, result)  # the first failure is kept
         steps = solution.stats["num_accepted_steps"]
         # Not differentiated: where the steps fall is the controller's choice, not the model's.
         dt_h = jax.lax.stop_gradient(jnp.where(steps > 0, (t1 - t0) / jnp.maximum(steps, 1), dt_h))
-        return (state, success, dt_h), entry
+        return (state, result, dt_h), entry
 
-    (end_state, success, _), entries = jax.lax.scan(
+    (end_state, result, _), (entries, entry_ok) = jax.lax.scan(
         slot,
         # 0.01 h: a first guess for the first segment only (the controller corrects it); later
         # segments start from the previous one's mean step.
-        (_empty_state(structure), jnp.array(True), jnp.asarray(0.01)),
+        (_empty_state(structure), SolveResult.successful, jnp.asarray(0.01)),
         (operations, time_h, next_time_h, events),
     )
-    after_end = save_times_h > schedule.time_h[-1]
+    missing = (save_times_h > schedule.time_h[-1]) | ~entry_ok[save_slot]
 
     def saved(x):
         x = x[save_slot]
-        return jnp.where(after_end.reshape(after_end.shape + (1,) * (x.ndim - 1)), jnp.nan, x)
+        return jnp.where(missing.reshape(missing.shape + (1,) * (x.ndim - 1)), jnp.nan, x)
 
     states = jax.tree.map(saved, entries)
-    return Trajectory(time_h=save_times_h, states=states, end_state=end_state, success=success)
+    failed = result != SolveResult.successful
+    end_state = jax.tree.map(lambda x: jnp.where(failed, jnp.nan, x), end_state)
+    return Trajectory(time_h=save_times_h, states=states, end_state=end_state, result=result)
 
 
 def simulate_batch(

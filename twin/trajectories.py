@@ -7,7 +7,7 @@ import xarray as xr
 
 from .observe import OBSERVABLES, observables
 from .process import Downstream, Schedule, product, schedule_to_events
-from .simulate import Trajectory
+from .simulate import Trajectory, result_names
 
 PRODUCT_UNITS = {
     "product_viable_cells": "cells",
@@ -64,5 +64,10 @@ def trajectory_dataset(
     return xr.Dataset(
         data_vars,
         coords={"time_h": ("time_h", np.asarray(trajectory.time_h), {"units": "h"})},
-        attrs={"run_id": run_id, "title": "cart-twin simulated cartridge"},
+        attrs={
+            "run_id": run_id,
+            "title": "cart-twin simulated cartridge",
+            # Why the solve failed ("successful" if it did not); the values after it are NaN.
+            "solver_result": str(result_names(trajectory.result)),
+        },
     )

@@ -291,7 +291,7 @@ def _record(
             result.steps,
             result.accepted_steps,
             result.gradient_norm,
-            "converged" if result.converged else "NOT converged",
+            "converged" if result.converged and not failed else "NOT converged",
             wall_s,
         )
         if result.failed_evaluations:

@@ -14,13 +14,15 @@ Layout (estimation scale = log or logit, see ``PARAMETER_TABLE``):
 - dim ``run`` with ``run_donor``; dims ``observation``, ``fit`` and ``profile_point``: the
   observations, optimizer diagnostics and profile tables, one variable per column;
 - scalars ``objective`` and ``n_observations``; attrs ``structure`` and ``solver`` (JSON),
-  ``config`` (YAML), ``prior_dominated_ratio``, ``high_correlation``.
+  ``config`` (YAML), ``prior_dominated_ratio``, ``high_correlation``, ``format_version``
+  (:data:`FORMAT_VERSION`, checked on load) and ``twin_version``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,29 @@ from ..assays import MEASURED_VARIABLES, AssayNoise, Likelihood
 from ..kinetics import PARAMETER_NAMES, KineticParameters, ModelStructure, default_parameters
 from ..simulate import SolverSettings
 from ._result import Calibration
+
+# Bump when the layout or the meaning of a stored variable changes: files of another version
+# are refused on load with a message that says so (never misread).
+FORMAT_VERSION = 1
+
+_REQUIRED_VARIABLES = (
+    "parameter",
+    "donor_level_parameter",
+    "donor",
+    "run",
+    "run_donor",
+    "kinetic_parameter",
+    "variable",
+    "prior_sd",
+    "donor_effect",
+    "donor_sd",
+    "model_parameter",
+    "noise_sd",
+    "initial_noise_sd",
+    "objective",
+    "n_observations",
+)
+_REQUIRED_ATTRS = ("structure", "solver", "prior_dominated_ratio", "high_correlation")
 
 _TABLES = {
     "observation": "observations",
@@ -89,6 +114,8 @@ def calibration_dataset(calibration: Calibration) -> xr.Dataset:
         "prior_dominated_ratio": c.prior_dominated_ratio,
         "high_correlation": c.high_correlation,
         "description": "hierarchical MAP calibration with Laplace covariance (twin.calibrate)",
+        "format_version": FORMAT_VERSION,
+        "twin_version": _twin_version(),
     }
     return xr.Dataset(variables, coords, attrs)
 
@@ -103,18 +130,94 @@ def write_calibration(calibration: Calibration, path: str | Path) -> Path:
 
 
 def load_calibration(path: str | Path) -> Calibration:
-    """Read a file written by :func:`write_calibration`.
+    """Read a file written by :func:`write_calibration`, checked before any use.
 
-    **Raises:** :class:`~twin.TwinInputError` if the file is missing or not a calibration.
+    **Raises:** :class:`~twin.TwinInputError` naming the file if it is missing, unreadable
+    (truncated, not netCDF), of another format version, lacks a variable or attribute, names
+    an unknown parameter or assay, or holds a non-finite estimate, covariance or noise SD.
     """
     source = Path(path)
     if not source.is_file():
         raise TwinInputError(f"calibration file not found: {source}")
-    with xr.open_dataset(source) as opened:
-        ds = opened.load()
+    try:
+        with xr.open_dataset(source) as opened:
+            ds = opened.load()
+    except Exception as error:  # netCDF4/h5py/xarray raise OSError, ValueError, KeyError...
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise TwinInputError(
+            f"{source}: cannot be read as a calibration (netCDF) file: {reason}"
+        ) from None
+    _check_format(ds, source)
+    try:
+        calibration = _calibration(ds)
+    except (KeyError, ValueError, TypeError, IndexError) as error:
+        raise TwinInputError(f"{source}: {_describe(error)}") from None
+    _check_values(calibration, source)
+    return calibration
+
+
+def _check_format(ds: xr.Dataset, source: Path) -> None:
     missing = [name for name in ("estimate_unconstrained", "covariance") if name not in ds]
     if missing:
         raise TwinInputError(f"{source} is not a calibration file (no {', '.join(missing)})")
+    version = ds.attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        written = "an older twin (no format_version)" if version is None else f"format {version}"
+        raise TwinInputError(
+            f"{source}: written by {written} (twin_version "
+            f"{ds.attrs.get('twin_version', 'unknown')}), this twin reads calibration format "
+            f"{FORMAT_VERSION} only; re-run experiments/calibrate.py"
+        )
+    for name in _REQUIRED_VARIABLES:
+        if name not in ds.variables:
+            raise TwinInputError(f"{source}: variable {name!r} is missing")
+    for name in _REQUIRED_ATTRS:
+        if name not in ds.attrs:
+            raise TwinInputError(f"{source}: attribute {name!r} is missing")
+    unknown = sorted(set(_strings(ds["kinetic_parameter"])) ^ set(PARAMETER_NAMES))
+    if unknown:
+        raise TwinInputError(
+            f"{source}: written for another model version (parameters {', '.join(unknown)} "
+            "differ from this model's); re-run experiments/calibrate.py"
+        )
+    for coordinate, known in (("parameter", PARAMETER_NAMES), ("variable", MEASURED_VARIABLES)):
+        names = [n for n in _strings(ds[coordinate]) if n not in known]
+        if names:
+            raise TwinInputError(f"{source}: unknown {coordinate} name(s) {', '.join(names)}")
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, KeyError):
+        return f"variable or attribute {error.args[0]!r} is missing"
+    if isinstance(error, json.JSONDecodeError):
+        return f"an attribute is not valid JSON ({error.msg})"
+    return f"inconsistent contents ({str(error).splitlines()[0]})"
+
+
+def _check_values(c: Calibration, source: Path) -> None:
+    """Non-finite numbers would hang or silently empty the forecast: refuse them here."""
+    n = len(c.entry_names)
+    checks = (
+        ("estimate_unconstrained", c.estimate, len(c.fitted)),
+        ("covariance", c.covariance, n * n),
+        ("donor_effect", c.donor_effects, None),
+        ("prior_sd", c.prior_sd, len(c.fitted)),
+    )
+    for name, values, size in checks:
+        values = np.asarray(values, float)
+        if size is not None and values.size != size:
+            raise TwinInputError(f"{source}: {name} has {values.size} values, expected {size}")
+        if not np.all(np.isfinite(values)):
+            raise TwinInputError(f"{source}: {name} holds non-finite values (NaN or inf)")
+    covariance = np.asarray(c.covariance, float).reshape(n, n)
+    if np.any(np.diag(covariance) < 0) or not np.allclose(covariance, covariance.T, rtol=1e-8):
+        raise TwinInputError(f"{source}: covariance is not symmetric positive semi-definite")
+    for variable, sd in c.noise_sd.items():
+        if not (math.isfinite(sd) and sd > 0):
+            raise TwinInputError(f"{source}: noise_sd of {variable} is {sd!r}; must be > 0")
+
+
+def _calibration(ds: xr.Dataset) -> Calibration:
     noise = {v: float(s) for v, s in zip(MEASURED_VARIABLES, ds["noise_sd"].values, strict=True)}
     initial = ds["initial_noise_sd"].values
     return Calibration(
@@ -147,6 +250,12 @@ def load_calibration(path: str | Path) -> Calibration:
         discrepancy=_table(ds, "discrepancy_row"),
         selection=_table(ds, "candidate"),
     )
+
+
+def _twin_version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
 def _values(params: KineticParameters) -> np.ndarray:

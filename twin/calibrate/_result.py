@@ -121,11 +121,11 @@ class Calibration:
 
     @property
     def converged(self) -> bool:
-        """Whether the optimizer run that produced the estimate converged, with every run's
-        solve successful at the estimate."""
+        """Whether the optimizer run that produced the estimate converged with every run's
+        ODE solve successful at the estimate (a fit that penalized a failed run is not one)."""
         best = self.diagnostics.loc[self.diagnostics["selected"]]
-        failed = bool(best["failed_runs"].any()) if "failed_runs" in best else False
-        return bool(best["converged"].all()) and not failed
+        failed = int(best["failed_runs"].sum()) if "failed_runs" in best.columns else 0
+        return bool(best["converged"].all()) and failed == 0
 
     def summary(self) -> pd.DataFrame:
         """One row per fitted parameter: estimate, 95 % interval, prior and the identified

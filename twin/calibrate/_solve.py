@@ -31,6 +31,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 from tqdm import tqdm
 
+from ._checkpoint import checkpointed, fingerprint
 from ._model import (
     ModelSpec,
     ObjectiveData,
@@ -222,7 +223,13 @@ def multistart(
     """
     outcomes = []
     for x0 in tqdm(starts, desc=description, unit="start", disable=not progress, leave=False):
-        began = time.perf_counter()
-        result = jax.tree.map(np.asarray, fit_one(jnp.asarray(x0), data, spec, options))
-        outcomes.append((result, time.perf_counter() - began))
+
+        def fit(x0=x0):
+            began = time.perf_counter()
+            result = jax.tree.map(np.asarray, fit_one(jnp.asarray(x0), data, spec, options))
+            return result, time.perf_counter() - began
+
+        # Resumable: a finished start is read back from its checkpoint (see _checkpoint.py).
+        key = lambda x0=x0: fingerprint(x0, data, spec, options)  # noqa: E731
+        outcomes.append(checkpointed(fit, key, LMResult))
     return outcomes

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections import defaultdict
 
+from twin.process._bounds import DEFAULT_BOUNDS, PlausibilityBounds
 from twin.process._schedule import EVENT_FIELDS, Event, check_events
 
 from ._contract import COLUMNS, FRACTION_VARIABLES, MEASUREMENT_VARIABLES, TABLES
@@ -54,15 +56,18 @@ class ProblemReport:
         )
 
 
-def check_tables(tables: dict[str, Table], report: ProblemReport) -> None:
-    """Check the tables that could be read; cross-table checks need all three."""
+def check_tables(
+    tables: dict[str, Table], report: ProblemReport, bounds: PlausibilityBounds = DEFAULT_BOUNDS
+) -> None:
+    """Check the tables that could be read; cross-table checks need all three. Values beyond
+    the plausibility ``bounds`` (shared with the recipe checks) are problems too."""
     for table in tables.values():
         _check_spaces(table, report)
-    harvests = _check_events(tables["events"], report) if "events" in tables else {}
+    harvests = _check_events(tables["events"], report, bounds) if "events" in tables else {}
     if "runs" in tables:
         _check_runs(tables["runs"], report)
     if "measurements" in tables:
-        _check_measurements(tables["measurements"], harvests, report)
+        _check_measurements(tables["measurements"], harvests, report, bounds)
     if set(tables) == set(TABLES):
         _check_run_ids_match(tables, report)
 
@@ -96,28 +101,55 @@ def _number(
     return float(text)
 
 
-def _check_run_id(table: Table, row: int, report: ProblemReport) -> bool:
-    if not table.frame["run_id"].iat[row]:
-        report.cell(table, row, "run_id", "is empty (a run identifier is required)")
+# Identifiers end up in file names (``fan_<run_id>.png``) and netCDF coordinates: letters,
+# digits, ``.``, ``_`` and ``-`` only, starting with a letter or digit (no path separators,
+# no ``..``, no hidden files), at most 64 characters.
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def identifier_problem(text: str) -> str | None:
+    """Why ``text`` is not a path-safe identifier, or ``None`` if it is one."""
+    if _IDENTIFIER.fullmatch(text) and ".." not in text:
+        return None
+    return (
+        "is not a safe identifier (use 1-64 letters, digits, '.', '_' or '-', starting with a "
+        "letter or digit, no '..'; it becomes part of file names)"
+    )
+
+
+def _check_identifier(table: Table, row: int, column: str, report: ProblemReport) -> bool:
+    text = table.frame[column].iat[row]
+    if not text:
+        kind = "run" if column == "run_id" else "donor"
+        report.cell(table, row, column, f"is empty (a {kind} identifier is required)")
+        return False
+    problem = identifier_problem(text) if text == text.strip() else None
+    if problem:
+        report.cell(table, row, column, problem)
         return False
     return True
+
+
+def _check_run_id(table: Table, row: int, report: ProblemReport) -> bool:
+    return _check_identifier(table, row, "run_id", report)
 
 
 def _check_runs(table: Table, report: ProblemReport) -> None:
     if table.frame.empty:
         report.file("runs", f"{table.name}: no runs (the table has no rows)")
     first_row: dict[str, int] = {}
-    for row, (run_id, donor_id) in enumerate(table.frame.itertuples(index=False)):
+    for row, (run_id, _) in enumerate(table.frame.itertuples(index=False)):
         if _check_run_id(table, row, report):
             if run_id in first_row:
                 line = table.lines[first_row[run_id]]
                 report.cell(table, row, "run_id", f"is listed twice (also on line {line})")
             first_row.setdefault(run_id, row)
-        if not donor_id:
-            report.cell(table, row, "donor_id", "is empty (a donor identifier is required)")
+        _check_identifier(table, row, "donor_id", report)
 
 
-def _check_events(table: Table, report: ProblemReport) -> dict[str, tuple[float, str]]:
+def _check_events(
+    table: Table, report: ProblemReport, bounds: PlausibilityBounds
+) -> dict[str, tuple[float, str]]:
     """Check each run's events; returns each run's harvest time (h) and where it is recorded."""
     rows_of_run: dict[str, list[int]] = defaultdict(list)
     first_row: dict[tuple[str, ...], int] = {}
@@ -131,7 +163,7 @@ def _check_events(table: Table, report: ProblemReport) -> dict[str, tuple[float,
     harvests = {}
     for run_id, rows in rows_of_run.items():
         events = [_event(table, row, report) for row in rows]
-        for problem in check_events(events):
+        for problem in check_events(events, bounds=bounds):
             report.cell(table, rows[problem.index], problem.field, problem.message)
         for row, event in zip(rows, events, strict=True):
             if event.operation == "harvest" and not math.isnan(event.time_h):
@@ -148,7 +180,10 @@ def _event(table: Table, row: int, report: ProblemReport) -> Event:
 
 
 def _check_measurements(
-    table: Table, harvests: dict[str, tuple[float, str]], report: ProblemReport
+    table: Table,
+    harvests: dict[str, tuple[float, str]],
+    report: ProblemReport,
+    bounds: PlausibilityBounds,
 ) -> None:
     first_row: dict[tuple[str, float, str], int] = {}
     for row, (run_id, _, variable, _) in enumerate(table.frame.itertuples(index=False)):
@@ -156,6 +191,8 @@ def _check_measurements(
         time_h = _number(table, row, "time_h", report, required=True)
         if time_h is not None and time_h < 0:
             report.cell(table, row, "time_h", "must be >= 0 (hours since seed)")
+        elif time_h is not None and time_h > bounds.max_time_h:
+            report.cell(table, row, "time_h", bounds.limit_message("time_h", bounds.max_time_h))
         if run_id in harvests and time_h is not None and time_h > harvests[run_id][0]:
             harvest_h, harvest_where = harvests[run_id]
             message = f"is after the run's harvest at {harvest_h:g} h ({harvest_where})"
@@ -180,6 +217,10 @@ def _check_measurements(
             report.cell(table, row, "value", f"must be a fraction in [0, 1] for {variable}")
         elif value < 0:
             report.cell(table, row, "value", "must be >= 0")
+        elif (limit := bounds.measurement_limit(variable)) is not None and value > limit:
+            report.cell(
+                table, row, "value", f"{bounds.limit_message(variable, limit)} for {variable}"
+            )
 
 
 def _check_run_ids_match(tables: dict[str, Table], report: ProblemReport) -> None:
@@ -202,8 +243,10 @@ def _check_run_ids_match(tables: dict[str, Table], report: ProblemReport) -> Non
             report.cell(table, rows[0], "run_id", f"is not listed in {runs.name} ({count})")
 
 
-def run_data_problems(data: RunData, prefix: str = "") -> list[str]:
+def run_data_problems(
+    data: RunData, prefix: str = "", bounds: PlausibilityBounds = DEFAULT_BOUNDS
+) -> list[str]:
     """Every contract problem in ``data``, rows located as ``f"{prefix}{table} row {n}"``."""
     report = ProblemReport()
-    check_tables(tables_from_run_data(data, prefix), report)
+    check_tables(tables_from_run_data(data, prefix), report, bounds)
     return report.lines

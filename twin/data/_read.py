@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from twin._errors import TwinInputError
+from twin.process._bounds import DEFAULT_BOUNDS, PlausibilityBounds
 
 from ._check import ProblemReport, check_tables, suggestion
 from ._contract import COLUMNS, TABLES, file_name
@@ -19,12 +20,13 @@ from ._table import Table, run_data_from_tables
 _OTHER_DELIMITERS = {";": "';' (semicolons)", "\t": "tabs", "|": "'|'"}
 
 
-def read_run_data(path: str | Path) -> RunData:
+def read_run_data(path: str | Path, bounds: PlausibilityBounds = DEFAULT_BOUNDS) -> RunData:
     """Read and validate a dataset folder holding ``runs.csv``, ``events.csv`` and
     ``measurements.csv`` (UTF-8, a byte-order mark is accepted; comma-separated).
 
     **Raises:** :class:`~twin._errors.TwinInputError` listing every problem found, one line each,
     e.g. ``events.csv line 7, column moi: value '-1' must be >= 0`` (line 1 = the header).
+    Values beyond the plausibility ``bounds`` are problems too.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -36,7 +38,7 @@ def read_run_data(path: str | Path) -> RunData:
         table = _read_table(folder, kind, report)
         if table is not None:
             tables[kind] = table
-    check_tables(tables, report)
+    check_tables(tables, report, bounds)
     problems = report.lines
     if problems:
         raise TwinInputError(f"{len(problems)} problems in run data {folder}", problems)

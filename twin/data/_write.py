@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from twin._atomic import respect_umask
 from twin._errors import TwinInputError
 
 from ._check import run_data_problems
@@ -49,6 +50,7 @@ def write_run_data(
                 writer.writerows(table.frame.itertuples(index=False, name=None))
         for name, text in extra_files.items():
             (staging / name).write_text(text, encoding="utf-8")
+        respect_umask(staging, directory=True)
         _replace_folder(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -60,8 +60,13 @@ def cached_calibration(
     path = cache_dir / f"fold_{fold}.nc"
     stamp = cache_dir / f"fold_{fold}.fingerprint"
     if path.is_file() and stamp.is_file() and stamp.read_text().strip() == fingerprint:
-        log.info("fold %d: reusing %s", fold, path)
-        return load_calibration(path)
+        try:
+            calibration = load_calibration(path)
+        except TwinInputError as error:  # e.g. a cache of another format version: refit
+            log.warning("fold %d: not reusing %s (%s)", fold, path, error)
+        else:
+            log.info("fold %d: reusing %s", fold, path)
+            return calibration
     calibration = fit(train)
     cache_dir.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)  # a file without its stamp is never trusted

@@ -10,6 +10,7 @@ events, and assay noise is added so the intervals are for *what would be measure
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import equinox as eqx
 import jax
@@ -213,10 +214,15 @@ def forecast(
     if settings.apply_discrepancy and not calibration.discrepancy.empty:
         measured = apply_discrepancy(calibration.discrepancy, measured, time_h - now_h[:, None])
     # measured[v]: [runs, draws, times]
-    quantiles = {
-        v: np.moveaxis(np.quantile(measured[v], QUANTILES, axis=1), 0, -1)
-        for v in FORECAST_VARIABLES
-    }
+    # Draws whose solve failed are NaN from the failure on (never plausible numbers): the
+    # quantiles are over the others, and each run reports how many failed (failed_draws).
+    failed_draws = np.isnan(np.asarray(truth["viable_cells"])).any(axis=-1).sum(axis=-1)
+    with warnings.catch_warnings():  # a run whose draws all failed: NaN quantiles, reported
+        warnings.simplefilter("ignore", RuntimeWarning)
+        quantiles = {
+            v: np.moveaxis(np.nanquantile(measured[v], QUANTILES, axis=1), 0, -1)
+            for v in FORECAST_VARIABLES
+        }
 
     rows, summaries = [], []
     for i, run_id in enumerate(run_ids):
@@ -240,6 +246,7 @@ def forecast(
                 **advice,
                 "conditioning_converged": bool(posterior.converged[i]),
                 "conditioning_solve_success": bool(posterior.solve_success[i]),
+                "failed_draws": int(failed_draws[i]),
             }
         )
     return Forecast(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,7 +54,9 @@ def interval_rows(run_id: str, time_h: float, measured: dict[str, np.ndarray]) -
     """forecast.csv rows (median and central 90 % interval) for one run at one time."""
     rows = []
     for variable in FORECAST_VARIABLES:
-        lower, median, upper = np.quantile(measured[variable], [0.05, 0.5, 0.95])
+        with warnings.catch_warnings():  # all draws failed (NaN): NaN interval
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lower, median, upper = np.nanquantile(measured[variable], [0.05, 0.5, 0.95])
         rows.append(
             {
                 "run_id": run_id,

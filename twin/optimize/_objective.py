@@ -135,10 +135,15 @@ def donor_outcomes(
     schedule = schedule_from_values(recipe, values)
     transduction_h = recipe.activation_time_h + values["transduction_delay_h"]
     trajectory = simulate(params, schedule, transduction_h.reshape(1), structure, solver)
-    harvest = observables(trajectory.end_state)
-    released = product(harvest, downstream)
     ok = trajectory.success
-    vector_tu = values["moi"] * observables(trajectory.states)["viable_cells"][0]
+    # A failed solve's states are NaN; a finite stand-in (ones) keeps the gated outputs and,
+    # under grad, their derivatives finite (where(ok, f(NaN), 0) differentiates to NaN).
+    end_state, states = jax.tree.map(
+        lambda x: jnp.where(ok, x, jnp.ones_like(x)), (trajectory.end_state, trajectory.states)
+    )
+    harvest = observables(end_state)
+    released = product(harvest, downstream)
+    vector_tu = values["moi"] * observables(states)["viable_cells"][0]
     medium_ml, il2_iu = medium_use(recipe, values)
     days = values["harvest_time_h"] / 24.0
     cost = (

@@ -1,5 +1,6 @@
 """Unit operations, schedules and recipes of one Cell Shuttle cartridge."""
 
+from ._bounds import DEFAULT_BOUNDS as DEFAULT_BOUNDS, PlausibilityBounds as PlausibilityBounds
 from ._design import (
     DESIGN_VALUES as DESIGN_VALUES,
     recipe_values as recipe_values,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from .._errors import TwinInputError
+from ._bounds import DEFAULT_BOUNDS, PlausibilityBounds
 from ._schedule import Event, Schedule, build_schedule, check_events
 
 # Order of operations that share a time: measure first, then change the medium, then add
@@ -130,29 +131,42 @@ class Recipe:
         )
         return items
 
-    def events(self, *, capacity_ml: float | None = None) -> list[Event]:
-        """The recipe's events, checked.
+    def events(
+        self, *, capacity_ml: float | None = None, bounds: PlausibilityBounds = DEFAULT_BOUNDS
+    ) -> list[Event]:
+        """The recipe's events, checked (contract, plausibility ``bounds``, ``capacity_ml``:
+        the cartridge's volume, default ``bounds.cartridge_capacity_ml``).
 
-        **Raises:** :class:`~twin.TwinInputError` naming the offending config key and value.
+        **Raises:** :class:`~twin.TwinInputError` naming the offending config key and value,
+        each once (a medium value shared by several events is one problem).
         """
+        if capacity_ml is not None and not (_is_number(capacity_ml) and capacity_ml > 0):
+            raise TwinInputError(f"cartridge_capacity_ml={capacity_ml!r}: must be > 0")
         items = self.events_with_keys()
         events = [event for event, _ in items]
-        problems = check_events(events, capacity_ml=capacity_ml, require_harvest=True)
+        problems = check_events(
+            events, capacity_ml=capacity_ml, require_harvest=True, bounds=bounds
+        )
         if problems:
             lines = []
             for problem in problems:
                 key = items[problem.index][1]
                 key = _field_key(key, problem.field)
                 lines.append(f"{key}={problem.value!r}: {problem.message}")
+            lines = list(dict.fromkeys(lines))
             raise TwinInputError(lines[0], problems=lines)
         return events
 
     def schedule(
-        self, *, capacity_ml: float | None = None, n_events: int | None = None
+        self,
+        *,
+        capacity_ml: float | None = None,
+        n_events: int | None = None,
+        bounds: PlausibilityBounds = DEFAULT_BOUNDS,
     ) -> Schedule:
         """Compile to a padded :class:`Schedule` (see :func:`build_schedule`)."""
         return build_schedule(
-            self.events(capacity_ml=capacity_ml),
+            self.events(capacity_ml=capacity_ml, bounds=bounds),
             medium_glucose_mM=self.medium_glucose_mM,
             medium_il2_IU_per_mL=self.medium_il2_IU_per_mL,
             n_events=n_events,

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from ._bounds import DEFAULT_BOUNDS, PlausibilityBounds
+
 # Operation codes. The order is part of the simulator's `lax.switch` table; never reorder.
 OPERATIONS: tuple[str, ...] = (
     "noop",
@@ -100,14 +102,18 @@ def check_events(
     *,
     capacity_ml: float | None = None,
     require_harvest: bool = False,
+    bounds: PlausibilityBounds = DEFAULT_BOUNDS,
 ) -> list[EventProblem]:
     """Check a batch's event list against the run-data contract.
 
     Returns every problem found (an empty list means the events are valid): unknown operations,
     missing or out-of-range values, fields an operation does not take, no seed or a second seed,
-    seed not first at time 0, events out of time order, events after harvest and (when
-    ``capacity_ml`` is given) a culture volume that would exceed the cartridge.
+    seed not first at time 0, events out of time order, events after harvest, values beyond
+    the plausibility ``bounds`` and a culture volume that would exceed the cartridge
+    (``capacity_ml``, else ``bounds.cartridge_capacity_ml``).
     """
+    if capacity_ml is None:
+        capacity_ml = bounds.cartridge_capacity_ml
     problems: list[EventProblem] = []
 
     def add(i: int, field: str, value: object, message: str) -> None:
@@ -142,6 +148,8 @@ def check_events(
         else:
             if t < 0:
                 add(i, "time_h", t, "must be >= 0")
+            elif t > bounds.max_time_h:
+                add(i, "time_h", t, bounds.limit_message("time_h", bounds.max_time_h))
             elif op == "seed" and t != 0:
                 add(i, "time_h", t, "the seed event must be at time 0")
             elif t < previous_time:
@@ -168,6 +176,8 @@ def check_events(
                 add(i, field, value, "must be >= 0")
             elif op == "seed" and field in ("cells", "viability", "volume_ml") and value == 0:
                 add(i, field, value, f"a seed needs {field} > 0")
+            elif (limit := bounds.event_limit(field)) is not None and value > limit:
+                add(i, field, value, bounds.limit_message(field, limit))
     if not problems:
         problems.extend(_check_volumes(events, capacity_ml))
     return problems

@@ -1,0 +1,196 @@
+"""Reliability plumbing: file modes, paths, run folders, overrides, provenance, versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pandas as pd
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+import twin
+from twin import TwinInputError
+from twin._atomic import atomic_path
+from twin._cli import (
+    REPO_ROOT,
+    check_output_dir,
+    resolve_user_path,
+    unknown_added_keys,
+)
+from twin.calibrate import Calibration
+from twin.data import read_run_data, write_run_data
+from twin.process import PlausibilityBounds
+from twin.provenance import RESULT_ENV_VARS, hash_path, write_provenance
+
+BASE = Path(__file__).parent / "bad_inputs" / "base"
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_outputs_respect_the_umask(tmp_path, umask_022):
+    with atomic_path(tmp_path / "out" / "file.txt") as tmp:
+        tmp.write_text("x")
+    assert (tmp_path / "out" / "file.txt").stat().st_mode & 0o777 == 0o644
+    folder = write_run_data(read_run_data(BASE), tmp_path / "dataset")
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert (folder / "runs.csv").stat().st_mode & 0o777 == 0o644
+
+
+def test_relative_paths_do_not_fall_back_to_the_repository(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # a folder of the repository, typed from elsewhere: stays relative (reported missing)
+    assert resolve_user_path("tests/bad_inputs/base") == Path("tests/bad_inputs/base")
+    with pytest.raises(TwinInputError, match="data folder not found: tests/bad_inputs/base"):
+        read_run_data(resolve_user_path("tests/bad_inputs/base"))
+    # the shipped example is found from anywhere
+    assert resolve_user_path("twin/data/example") == REPO_ROOT / "twin" / "data" / "example"
+    (tmp_path / "twin" / "data" / "example").mkdir(parents=True)  # a local one wins
+    assert resolve_user_path("twin/data/example") == Path("twin/data/example")
+
+
+def test_a_run_folder_with_results_is_refused_unless_overwrite(tmp_path):
+    check_output_dir(tmp_path, overwrite=False)  # empty (Hydra's .hydra/ only): fine
+    (tmp_path / "provenance.json").write_text("{}")
+    with pytest.raises(TwinInputError, match="already holds the results of an earlier run"):
+        check_output_dir(tmp_path, overwrite=False)
+    check_output_dir(tmp_path, overwrite=True)
+
+
+def test_default_run_folders_are_unique_to_the_microsecond():
+    for path in sorted((REPO_ROOT / "configs").glob("*.yaml")):
+        hydra = yaml.safe_load(path.read_text()).get("hydra", {})
+        for section in ("run", "sweep"):
+            if section in hydra:
+                assert "%f" in hydra[section]["dir"], (path.name, section)
+        config = yaml.safe_load(path.read_text())
+        assert config.get("verbose") is False and config.get("overwrite") is False, path.name
+
+
+def test_keys_added_to_free_form_mappings_and_groups_are_allowed():
+    cfg = OmegaConf.create({"forecast": {"run_level_sd": {}}, "experiment": None})
+    overrides = ["+forecast.run_level_sd.activation_lag_h=0.3", "+experiment=example_dataset"]
+    assert unknown_added_keys(cfg, overrides, {"experiment": "example_dataset"}) == []
+    assert unknown_added_keys(cfg, ["+seeed=1"], {}) != []
+
+
+def test_provenance_records_revision_inputs_devices_and_environment(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(BASE, data)
+    cfg = OmegaConf.create({"data_dir": str(data), "optimize": {"data_dir": None}})
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    write_provenance(tmp_path / "out", cfg)
+    record = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    head = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
+    if head.returncode == 0:
+        assert record["source"]["commit"] == head.stdout.strip()
+        assert isinstance(record["source"]["dirty"], bool)
+    assert record["input_sha256"] == {"data_dir": hash_path(data)}
+    assert record["devices"]["device_count"] == jax.device_count()
+    assert set(record["environment"]) == set(RESULT_ENV_VARS)
+    assert record["environment"]["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
+    assert record["seed"] is None and record["seed_note"] == "no random draws"
+    before = hash_path(data)
+    (data / "measurements.csv").write_text((data / "measurements.csv").read_text() + "\n")
+    assert hash_path(data) != before  # one changed byte changes the hash
+
+
+def test_package_version():
+    assert isinstance(twin.__version__, str) and twin.__version__
+
+
+def test_converged_is_false_when_a_run_failed():
+    def calibration(failed_runs):
+        diagnostics = pd.DataFrame(
+            {"selected": [True], "converged": [True], "failed_runs": [failed_runs]}
+        )
+        return Calibration(*([None] * 18), diagnostics, None, 0.7, 0.95)
+
+    assert calibration(0).converged
+    assert not calibration(1).converged
+
+
+def test_plausibility_bounds_are_configurable(tmp_path):
+    folder = tmp_path / "data"
+    shutil.copytree(BASE, folder)
+    small = PlausibilityBounds(cartridge_capacity_ml=200.0)
+    with pytest.raises(TwinInputError, match="beyond the cartridge's 200 mL"):
+        read_run_data(folder, bounds=small)
+    with pytest.raises(ValueError, match="max_cells=-1.0: must be a finite number > 0"):
+        PlausibilityBounds(max_cells=-1.0)
+
+
+def _script(name: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "experiments" / name), *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_command_refuses_an_escaping_run_id_in_one_line(tmp_path):
+    """The real command (one subprocess): exit 2, one error line, no traceback."""
+    data = tmp_path / "data"
+    shutil.copytree(BASE, data)
+    for name in ("runs.csv", "events.csv", "measurements.csv"):
+        path = data / name
+        path.write_text(path.read_text().replace("R1,", "x/../../escaped,"))
+    run_dir = f"hydra.run.dir={tmp_path}/run"
+    result = _script("validate.py", f"data_dir={data}", run_dir, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert lines[0].startswith(
+        "error: runs.csv line 2, column run_id: value 'x/../../escaped' is not a safe identifier"
+    )
+    log = (tmp_path / "run" / "validate.log").read_text()
+    assert "is not a safe identifier" in log  # the job log holds the error too
+
+
+@pytest.mark.slow
+def test_verbose_shows_the_traceback_and_added_keys_are_refused(tmp_path):
+    result = _script("simulate.py", "+recipe.mio=3", f"hydra.run.dir={tmp_path}/a", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: +recipe.mio=3: 'recipe.mio' is not a config key" in result.stderr
+    result = _script(
+        "simulate.py", "recipe.moi=-1", "verbose=true", f"hydra.run.dir={tmp_path}/b", cwd=tmp_path
+    )
+    assert result.returncode != 0 and "Traceback" in result.stderr
+    assert "recipe.moi=-1" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_rerun_never_replaces_results_and_the_same_command_is_bit_identical(tmp_path):
+    run = tmp_path / "run"
+    first = _script("simulate.py", f"hydra.run.dir={run}", "save_interval_h=12", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    trajectory = (run / "trajectory.nc").read_bytes()
+    again = _script("simulate.py", f"hydra.run.dir={run}", "save_interval_h=12", cwd=tmp_path)
+    assert again.returncode == 2 and "already holds the results" in again.stderr
+    assert (run / "trajectory.nc").read_bytes() == trajectory
+    other = tmp_path / "other"
+    second = _script("simulate.py", f"hydra.run.dir={other}", "save_interval_h=12", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    import xarray as xr
+
+    with xr.open_dataset(run / "trajectory.nc") as a, xr.open_dataset(other / "trajectory.nc") as b:
+        xr.testing.assert_identical(a.load(), b.load())  # bit-identical values and attrs
+    record = json.loads((run / "provenance.json").read_text())
+    assert record["devices"]["device_count"] >= 1
