@@ -150,10 +150,11 @@ class Plant(abc.ABC):
 def copy_class_flow(n: np.ndarray, rate: np.ndarray | float) -> np.ndarray:
     """d/dt of copy classes ``n[..., 0..K]`` under integration hits at ``rate`` per cell (1/h):
     a hit moves a cell from class k to k+1; the last class lumps K or more copies."""
-    out = rate * n[..., :-1] if np.ndim(rate) == 0 else rate[..., None] * n[..., :-1]
-    d = np.zeros_like(n)
-    d[..., :-1] -= out
-    d[..., 1:] += out
+    out = (rate if np.isscalar(rate) else rate[..., None]) * n[..., :-1]
+    d = np.empty_like(n)
+    d[..., 0] = -out[..., 0]
+    d[..., 1:-1] = out[..., :-1] - out[..., 1:]
+    d[..., -1] = out[..., -1]
     return d
 
 

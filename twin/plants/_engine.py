@@ -1,4 +1,4 @@
-"""Run a plant through a batch record: piecewise ``solve_ivp`` between events, jumps at events.
+"""Run a plant through a batch record: piecewise LSODA (``odeint``) between events, jumps at events.
 
 The unit operations (RUN_DATA.md) act on any plant alike, as mass balances: ``seed`` fills the
 cartridge, ``exchange`` replaces a fraction of the medium (cells retained, some dead cells washed
@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.integrate import solve_ivp
+from scipy.integrate import odeint
 
 from ..process import Event
 from ._base import Context, Plant
@@ -75,12 +75,22 @@ def simulate_events(
         for stop in sorted(kinks | {t_end}):
             if stop <= t:
                 continue
-            sol = solve_ivp(
-                plant.rhs, (t, stop), y, method="LSODA", rtol=RTOL, atol=ATOL, args=(ctx, p)
+            # LSODA through odeint: the Fortran loop calls the vector field directly (several
+            # times less Python overhead per step than solve_ivp's stepper).
+            path, info = odeint(
+                plant.rhs,
+                y,
+                [t, stop],
+                args=(ctx, p),
+                tfirst=True,
+                rtol=RTOL,
+                atol=ATOL,
+                mxstep=50_000,
+                full_output=True,
             )
-            if sol.status != 0 or not np.all(np.isfinite(sol.y[:, -1])):
-                return f"solve_ivp failed between {t:g} h and {stop:g} h: {sol.message}"
-            y, t = sol.y[:, -1].copy(), stop
+            if info["message"] != "Integration successful." or not np.all(np.isfinite(path[-1])):
+                return f"LSODA failed between {t:g} h and {stop:g} h: {info['message']}"
+            y, t = path[-1].copy(), stop
             if stop in kinks:
                 y = plant.at_breakpoint(t, y, ctx, p)
         return None
