@@ -112,3 +112,15 @@ def test_evaluate_events_scores_a_recipe():
     again = evaluate_events("signal", events, n_donors=4, seed=1)
     pd.testing.assert_frame_equal(result, again)
     assert result["viable_car_pos_cells"].nunique() == 4  # donors differ
+
+
+def test_a_breakpoint_on_an_event_time_still_jumps():
+    """The cytokine plant's dead time ending exactly at a sample (and 4e-15 h after one) still
+    releases the held cells."""
+    plant = get_plant("cytokine")
+    recipe = Recipe(sample_times_h=[24.0, 48.0, 72.0], harvest_time_h=96.0, exchanges=[], feeds=[])
+    for dead_time in (24.0, 24.000000000000004):
+        p = plant.population() | {"activation_dead_time_h": dead_time}
+        run = simulate_events(plant, recipe.events(), p)
+        assert run.success, run.message
+        assert run.harvest["viable_cells"] > 1.5 * recipe.seed_cells  # the cells did divide

@@ -181,7 +181,7 @@ def summary_table(results: pd.DataFrame, converged: dict[str, bool | None]) -> p
             m = metrics(mine)
             row |= {f"{method}_{k}": m[k] for k in ("mre", "median_re", "bias", "coverage_90")}
         if "twin_mre" in row and "oracle_mre" in row:
-            row["twin/oracle"] = row["twin_mre"] / row["oracle_mre"]
+            row["twin/oracle"] = _ratio(row["twin_mre"], row["oracle_mre"])
         row["converged"] = converged.get(bench)
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -191,11 +191,15 @@ def summary_table(results: pd.DataFrame, converged: dict[str, bool | None]) -> p
         mean_row = {"bench": "mean over plants", **mean.to_dict()}
         mean_row["runs"] = int(plants["runs"].sum())
         if "twin_mre" in mean_row and "oracle_mre" in mean_row:
-            mean_row["twin/oracle"] = mean_row["twin_mre"] / mean_row["oracle_mre"]
+            mean_row["twin/oracle"] = _ratio(mean_row["twin_mre"], mean_row["oracle_mre"])
         conv = plants["converged"]
         mean_row["converged"] = bool(conv.all()) if conv.notna().all() else None
         table = pd.concat([table, pd.DataFrame([mean_row])], ignore_index=True)
     return table
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else (np.inf if a > 0 else np.nan)
 
 
 def format_table(table: pd.DataFrame) -> str:

@@ -9,10 +9,11 @@ out per plant), ``feed`` adds a bolus, ``sample`` withdraws culture, ``transduce
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.integrate import odeint
+from scipy.integrate import ODEintWarning, odeint
 
 from ..process import Event
 from ._base import Context, Plant
@@ -69,29 +70,36 @@ def simulate_events(
     times, samples = [], []
     harvest_time, harvest = None, None
 
+    fired: set[float] = set()  # breakpoints already passed (each jumps once)
+
     def advance(t_end: float) -> str | None:
         nonlocal y, t
-        kinks = {b for b in plant.breakpoints(ctx, p) if t < b <= t_end}
-        for stop in sorted(kinks | {t_end}):
-            if stop <= t:
-                continue
-            # LSODA through odeint: the Fortran loop calls the vector field directly (several
-            # times less Python overhead per step than solve_ivp's stepper).
-            path, info = odeint(
-                plant.rhs,
-                y,
-                [t, stop],
-                args=(ctx, p),
-                tfirst=True,
-                rtol=RTOL,
-                atol=ATOL,
-                mxstep=50_000,
-                full_output=True,
-            )
-            if info["message"] != "Integration successful." or not np.all(np.isfinite(path[-1])):
-                return f"LSODA failed between {t:g} h and {stop:g} h: {info['message']}"
-            y, t = path[-1].copy(), stop
-            if stop in kinks:
+        pending = sorted(b for b in plant.breakpoints(ctx, p) if b not in fired and b <= t_end)
+        for stop in [*pending, t_end]:
+            if stop - t > 1e-9 * (1.0 + abs(t)):  # LSODA refuses a span of rounding size
+                # LSODA through odeint: the Fortran loop calls the vector field directly
+                # (less Python overhead per step than solve_ivp's stepper).
+                with warnings.catch_warnings():  # a failure is read from info, not warned
+                    warnings.simplefilter("ignore", ODEintWarning)
+                    path, info = odeint(
+                        plant.rhs,
+                        y,
+                        [t, stop],
+                        args=(ctx, p),
+                        tfirst=True,
+                        rtol=RTOL,
+                        atol=ATOL,
+                        mxstep=50_000,
+                        full_output=True,
+                    )
+                if info["message"] != "Integration successful." or not np.all(
+                    np.isfinite(path[-1])
+                ):
+                    return f"LSODA failed between {t:g} h and {stop:g} h: {info['message']}"
+                y = path[-1].copy()
+            t = max(t, stop)
+            if stop in pending and stop not in fired:
+                fired.add(stop)
                 y = plant.at_breakpoint(t, y, ctx, p)
         return None
 
