@@ -13,7 +13,7 @@ from twin.plants import get_plant, simulate_events
 from twin.plants._bench import format_table, method_rows, metrics, summary_table
 from twin.plants._oracle import PlantModel, oracle_forecast_run
 from twin.plants._spreadsheet import spreadsheet_forecast
-from twin.process import Recipe
+from twin.process import ExchangeStep, Recipe
 
 
 def _runs(spec: dict[str, tuple[float, dict[float, float], dict[float, float]]]) -> RunData:
@@ -158,3 +158,59 @@ def test_validity_run_smoke(tmp_path):
     assert (tmp_path / "run" / "resolved_config.yaml").is_file()
     runs = pd.read_csv(tmp_path / "run" / "validity_runs.csv")
     assert len(runs) == 3 * 4  # 2 test runs x 3 methods x 2 benches
+
+
+def _noise_free(plant, recipe):
+    events = recipe.events(capacity_ml=1000.0)
+    run = simulate_events(plant, events, plant.population())
+    rows = [
+        (t, v, sample[v])
+        for t, sample in zip(run.sample_times_h, run.samples, strict=True)
+        for v in ("viable_cells", "viability", "glucose_mM", "lactate_mM", "car_pos_fraction")
+        if v != "car_pos_fraction" or t >= recipe.transduction_time_h + 48
+    ]
+    return events, pd.DataFrame(rows, columns=["time_h", "variable", "value"])
+
+
+@pytest.mark.slow
+def test_the_twin_cannot_fit_a_plant_that_fits_itself():
+    """A plant's noise-free batch: its own equations fit it to a small fraction of the assay
+    noise, while the twin's best fit (its main growth, activation, metabolism and transduction
+    parameters free) leaves residuals beyond the assay noise: the forms differ."""
+    from twin.assays import AssayNoise
+    from twin.kinetics import ModelStructure, default_parameters
+    from twin.plants._twin_model import TwinModel
+    from twin.simulate import SolverSettings
+
+    free = {
+        name: 1.0
+        for name in (
+            "activation_lag_h",
+            "activation_efficiency",
+            "max_growth_rate_per_h",
+            "growth_decline_time_h",
+            "density_half_cells_per_mL",
+            "base_death_rate_per_h",
+            "lactate_death_rate_per_h",
+            "glucose_per_new_cell_pmol",
+            "glucose_maintenance_pmol_per_cell_h",
+            "lactate_per_glucose",
+            "transduction_rate_mL_per_MTU_h",
+            "susceptible_fraction",
+        )
+    }
+    twin_model = TwinModel(
+        default_parameters(), free, ModelStructure(), SolverSettings(), AssayNoise()
+    )
+    recipe = Recipe(
+        sample_times_h=[24.0 * k for k in range(1, 11)],
+        harvest_time_h=240.0,
+        exchanges=[ExchangeStep(t, 0.5) for t in (120.0, 168.0, 216.0)],
+    )
+    for name in ("signal", "cytokine"):
+        plant = get_plant(name)
+        events, data = _noise_free(plant, recipe)
+        own = oracle_forecast_run(PlantModel(plant), events, data, horizon_h=1e-6)
+        other = oracle_forecast_run(twin_model, events, data, horizon_h=1e-6, max_nfev=60)
+        assert own["data_rms"] < 0.2, (name, own["data_rms"])
+        assert other["data_rms"] > 1.0, (name, other["data_rms"])

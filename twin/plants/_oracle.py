@@ -100,8 +100,9 @@ def oracle_forecast_run(
     """The oracle's forecast of one finished run's viable CAR+ cells at harvest from its data
     up to ``horizon_h`` before harvest (``measurements``: that run's rows, all times).
 
-    **Returns:** ``harvest_time_h, median, lower_90, upper_90, converged, nfev`` and the fitted
-    donor parameters (``fit.<name>``, natural units).
+    **Returns:** ``harvest_time_h, median, lower_90, upper_90, converged, nfev``, ``data_rms``
+    (RMS of the visible data's residuals at the fit, in noise SDs) and the fitted donor
+    parameters (``fit.<name>``, natural units).
     """
     harvest = max(e.time_h for e in events if e.operation == "harvest")
     cutoff = harvest - horizon_h
@@ -134,6 +135,7 @@ def oracle_forecast_run(
         residuals, np.zeros(len(names)), method="trf", diff_step=1e-3, max_nfev=max_nfev
     )
     u_hat = fit.x
+    data_rms = float(np.sqrt(np.mean(fit.fun[: len(rows)] ** 2))) if rows else 0.0
     cov = np.linalg.pinv(fit.jac.T @ fit.jac)
 
     def log_prediction(u):
@@ -159,5 +161,6 @@ def oracle_forecast_run(
         "upper_90": float(np.exp(g0 + half)),
         "converged": bool(fit.status > 0 and np.isfinite(g0)),
         "nfev": int(fit.nfev),
+        "data_rms": data_rms,
         **{f"fit.{n}": v for n, v in params(u_hat).items() if n in names},
     }
