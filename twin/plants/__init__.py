@@ -1,8 +1,10 @@
 """The mismatch bench: virtual CAR-T processes ("plants") written independently of the twin.
 
-Each plant has its own rate laws (NumPy/SciPy ``solve_ivp``, nothing from ``twin.kinetics``),
-a donor population and noisy assays; it reads and writes the run-data contract, so the twin can
-be calibrated on a plant's batches and an optimized recipe can be scored on it.
+Each plant has its own rate laws (NumPy, SciPy's LSODA; the plant modules import nothing from
+``twin.kinetics`` or ``twin.simulate``: only ``_twin_model``, the shipped example's oracle, is
+the twin itself), a donor population and noisy assays; it reads and writes the run-data
+contract, so the twin can be calibrated on a plant's batches and an optimized recipe can be
+scored on it.
 
     python -m twin.plants out_root=bench seed=0            # every plant: bench/<plant>/{train,test}
     python -m twin.plants plants=[signal] out_root=bench   # one plant
