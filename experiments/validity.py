@@ -21,6 +21,7 @@ import os
 if __name__ == "__main__":
     os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -37,7 +38,7 @@ from twin._atomic import atomic_path
 from twin._cli import exit_on_input_error, resolve_user_path
 from twin.calibrate import calibration_from_config
 from twin.data import read_run_data, write_run_data
-from twin.forecast._backtest import calibrate_and_forecast
+from twin.forecast._backtest import calibrate_and_forecast, data_fingerprint
 from twin.plants import PLANTS, get_plant
 from twin.plants._bench import (
     METHODS,
@@ -124,6 +125,16 @@ def example_data(cfg: DictConfig, root: Path):
     return train_dir, test_dir, TwinModel(params, donor_sd, structure, solver, noise)
 
 
+def _twin_source_digest() -> str:
+    """A digest of the twin's Python source (the bench's own package left out)."""
+    package = Path(twin_config.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        if "plants" not in path.relative_to(package).parts:
+            digest.update(str(path.relative_to(package)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _true_harvest(test_dir: Path) -> pd.DataFrame | None:
     path = test_dir / "true_harvest.csv"
     return pd.read_csv(path) if path.is_file() else None
@@ -132,17 +143,20 @@ def _true_harvest(test_dir: Path) -> pd.DataFrame | None:
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Run the bench; write the outputs into ``out_dir``; return the table as records."""
     _check(cfg)
-    params, structure, solver = twin_config.model_from_config(cfg.model)
-    noise = twin_config.noise_from_config(cfg.noise)
-    fit = calibration_from_config(cfg.fit)
-    downstream = twin_config.downstream_from_config(cfg.downstream)
-    settings = twin_config.forecast_settings_from_config(cfg.forecast)
+    # Build every config object first: a bad override fails before any work.
+    twin_config.model_from_config(cfg.model)
+    twin_config.noise_from_config(cfg.noise)
+    calibration_from_config(cfg.fit)
+    twin_config.downstream_from_config(cfg.downstream)
+    twin_config.forecast_settings_from_config(cfg.forecast)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, cfg, seed=cfg.seed)
     root = out_dir / "data" if cfg.data_root is None else resolve_user_path(str(cfg.data_root))
+    # What a calibration and the twin's forecasts depend on besides the data: the settings and
+    # the twin's own source (a changed model, fit or forecast code never reuses a stale cache).
     fit_settings = {
         key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "noise", "fit")
-    } | {"seed": cfg.seed}
+    } | {"seed": cfg.seed, "twin_source": _twin_source_digest()}
 
     benches = []
     for name in cfg.plants:
@@ -182,26 +196,62 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
             frames.append(rows)
         if "twin" in cfg.methods:
             if cfg.progress:
-                log.info("calibrating the twin on %s (%d runs)", name, len(train.run_ids))
-            calibration, twin_rows = calibrate_and_forecast(
-                train,
-                test,
-                cfg.horizon_h,
-                fit=fit,
-                model_parameters=params,
-                structure=structure,
-                solver=solver,
-                noise=noise,
-                downstream=downstream,
-                settings=settings,
-                seed=int(cfg.seed),
-                cache_dir=out_dir / "calibrations" / name,
-                fit_settings=fit_settings,
-            )
-            converged[name] = bool(calibration.converged)
-            forecasts = pd.DataFrame(twin_rows)[["run_id", "median", "lower_90", "upper_90"]]
+                log.info("the twin on %s (%d training runs)", name, len(train.run_ids))
+            forecasts, converged[name] = _twin(cfg, name, train, test, out_dir, fit_settings)
             frames.append(method_rows("twin", forecasts, test, truth).assign(bench=name))
+        _write(out_dir, frames, converged, cfg.horizon_h)  # the table so far, after each bench
 
+    return _write(out_dir, frames, converged, cfg.horizon_h, figure=True)
+
+
+def _twin(cfg, name, train, test, out_dir, fit_settings) -> tuple[pd.DataFrame, bool]:
+    """The twin's forecasts of ``test`` after calibrating on ``train``, and whether the
+    calibration converged; kept in ``twin/<name>.csv`` while the data and settings match."""
+    key = json.dumps(
+        {
+            "train": data_fingerprint(train),
+            "test": data_fingerprint(test),
+            "horizon_h": float(cfg.horizon_h),
+            **fit_settings,
+            **{k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("forecast", "downstream")},
+        },
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    path = out_dir / "twin" / f"{name}.csv"
+    stamp = out_dir / "twin" / f"{name}.fingerprint"
+    if path.is_file() and stamp.is_file():
+        converged, _, found = stamp.read_text().strip().partition(" ")
+        if found == digest:
+            return pd.read_csv(path), converged == "1"
+    params, structure, solver = twin_config.model_from_config(cfg.model)
+    calibration, twin_rows = calibrate_and_forecast(
+        train,
+        test,
+        cfg.horizon_h,
+        fit=calibration_from_config(cfg.fit),
+        model_parameters=params,
+        structure=structure,
+        solver=solver,
+        noise=twin_config.noise_from_config(cfg.noise),
+        downstream=twin_config.downstream_from_config(cfg.downstream),
+        settings=twin_config.forecast_settings_from_config(cfg.forecast),
+        seed=int(cfg.seed),
+        cache_dir=out_dir / "calibrations" / name,
+        fit_settings=fit_settings,
+    )
+    forecasts = pd.DataFrame(twin_rows)[["run_id", "median", "lower_90", "upper_90"]]
+    converged = bool(calibration.converged)
+    with atomic_path(path) as tmp:
+        forecasts.to_csv(tmp, index=False)
+    stamp.write_text(f"{int(converged)} {digest}\n")
+    return forecasts, converged
+
+
+def _write(out_dir: Path, frames, converged, horizon_h: float, figure: bool = False) -> dict:
+    """Write the table and every forecast so far (atomically); the figure when asked."""
+    if not frames:
+        return {}
     results = pd.concat(frames, ignore_index=True)
     table = summary_table(results, converged)
     with atomic_path(out_dir / "validity_runs.csv") as tmp:
@@ -210,8 +260,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         table.to_csv(tmp, index=False)
     records = json.loads(table.to_json(orient="records"))
     with atomic_path(out_dir / "validity.json") as tmp:
-        tmp.write_text(json.dumps({"horizon_h": float(cfg.horizon_h), "table": records}, indent=2))
-    save_figure(plot_validity(table, results), out_dir / "validity.png")
+        tmp.write_text(json.dumps({"horizon_h": float(horizon_h), "table": records}, indent=2))
+    if figure:
+        save_figure(plot_validity(table, results), out_dir / "validity.png")
     return {"table": table, "results": results, "text": format_table(table)}
 
 
