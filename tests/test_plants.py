@@ -84,7 +84,11 @@ def test_glucose_detection_limit():
     assert ((plain > 0) & (plain < 0.2)).any()
 
 
-@pytest.mark.parametrize("name", NAMES)
+# one plant in the fast suite (the one with a detection limit), the others slow
+_READER_CASES = [n if n == "signal" else pytest.param(n, marks=pytest.mark.slow) for n in NAMES]
+
+
+@pytest.mark.parametrize("name", _READER_CASES)
 def test_generated_data_pass_the_twin_reader(name, tmp_path):
     paths = generate(name, tmp_path, n_train_donors=2, runs_per_donor=2, n_test_donors=2, seed=3)
     train, test = read_run_data(paths["train"]), read_run_data(paths["test"])
