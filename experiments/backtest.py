@@ -40,12 +40,12 @@ import twin.config as twin_config
 from twin import TwinInputError
 from twin._atomic import atomic_path
 from twin._cli import exit_on_input_error, resolve_user_path
-from twin.calibrate import calibrate, calibration_from_config
+from twin.calibrate import calibration_from_config
 from twin.calibrate._cache import enable_compilation_cache
 from twin.data import read_run_data
-from twin.forecast import forecast, plot_backtest
-from twin.forecast._backtest import backtest_metrics, cached_calibration, donor_folds, fold_rows
-from twin.forecast._io import observed_at_harvest, subset, truncate
+from twin.forecast import plot_backtest
+from twin.forecast._backtest import backtest_metrics, calibrate_and_forecast, donor_folds
+from twin.forecast._io import observed_at_harvest, subset
 from twin.plots import save_figure
 from twin.provenance import write_provenance
 
@@ -82,19 +82,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         for key in ("model", "noise", "fit", "forecast")  # forecast: the learnt discrepancy
     } | {"seed": cfg.seed}
 
-    def fit_fold(train):
-        return calibrate(
-            train,
-            fit,
-            model_parameters=params,
-            structure=structure,
-            solver=solver,
-            noise=noise,
-            seed=cfg.seed,
-            progress=False,
-            forecast_settings=settings,
-        )
-
     rows = []
     for fold, (train_runs, held_out) in enumerate(
         tqdm(splits, desc="folds", disable=not cfg.progress)
@@ -102,13 +89,24 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         test_runs = [
             r for r in test_data.run_ids if test_data.donor_of(r) in held_out and r in observed
         ]
-        calibration = cached_calibration(
-            out_dir / "folds", fold, subset(data, train_runs), fit_settings, fit_fold
+        _, fold_result = calibrate_and_forecast(
+            subset(data, train_runs),
+            test_data,
+            cfg.horizon_h,
+            fit=fit,
+            model_parameters=params,
+            structure=structure,
+            solver=solver,
+            noise=noise,
+            downstream=downstream,
+            settings=settings,
+            seed=cfg.seed,
+            cache_dir=out_dir / "folds",
+            fit_settings=fit_settings,
+            fold=fold,
+            test_runs=test_runs,
         )
-        result = forecast(
-            calibration, truncate(test_data, test_runs, cfg.horizon_h), downstream, settings
-        )
-        rows += fold_rows(result.table, observed, test_data, fold, calibration.noise)
+        rows += fold_result
     results = pd.DataFrame(rows)
     metrics = backtest_metrics(results, cfg.horizon_h)
     with atomic_path(out_dir / "backtest.csv") as tmp:

@@ -20,8 +20,19 @@ import pandas as pd
 
 from .._errors import TwinInputError
 from ..assays import AssayNoise
-from ..calibrate import Calibration, load_calibration, write_calibration
+from ..calibrate import (
+    Calibration,
+    CalibrationConfig,
+    calibrate,
+    load_calibration,
+    write_calibration,
+)
 from ..data import RunData
+from ..kinetics import KineticParameters, ModelStructure
+from ..process import Downstream
+from ..simulate import SolverSettings
+from ._forecast import ForecastSettings, forecast
+from ._io import observed_at_harvest, truncate
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +147,49 @@ def backtest_metrics(results: pd.DataFrame, horizon_h: float) -> dict:
         "coverage_90": float(results["covered"].mean()),
         "assay_noise_floor_mean_relative_error": float(results["noise_floor"].mean()),
     }
+
+
+def calibrate_and_forecast(
+    train: RunData,
+    test: RunData,
+    horizon_h: float,
+    *,
+    fit: CalibrationConfig,
+    model_parameters: KineticParameters,
+    structure: ModelStructure,
+    solver: SolverSettings,
+    noise: AssayNoise,
+    downstream: Downstream,
+    settings: ForecastSettings,
+    seed: int,
+    cache_dir: Path,
+    fit_settings: dict,
+    fold: int = 0,
+    test_runs: list[str] | None = None,
+) -> tuple[Calibration, list[dict]]:
+    """Calibrate on ``train`` (cached in ``cache_dir`` as fold ``fold``, see
+    :func:`cached_calibration`; ``fit_settings`` is what the fit depends on besides the data),
+    then forecast each finished run of ``test`` (or ``test_runs``) from its data up to
+    ``horizon_h`` before harvest.
+
+    **Returns:** the calibration and the backtest rows (:func:`fold_rows`).
+    """
+    observed = observed_at_harvest(test).set_index("run_id")["observed"]
+    runs = [r for r in (test.run_ids if test_runs is None else test_runs) if r in observed]
+
+    def fit_train(data: RunData) -> Calibration:
+        return calibrate(
+            data,
+            fit,
+            model_parameters=model_parameters,
+            structure=structure,
+            solver=solver,
+            noise=noise,
+            seed=seed,
+            progress=False,
+            forecast_settings=settings,
+        )
+
+    calibration = cached_calibration(cache_dir, fold, train, fit_settings, fit_train)
+    result = forecast(calibration, truncate(test, runs, horizon_h), downstream, settings)
+    return calibration, fold_rows(result.table, observed, test, fold, calibration.noise)
