@@ -8,3 +8,7 @@ from ._sbml import (
     state_ids as state_ids,
 )
 from ._symbolic import UnsupportedPrimitive as UnsupportedPrimitive, symbolic_call as symbolic_call
+from ._roadrunner import (
+    load_roadrunner as load_roadrunner,
+    roadrunner_observables as roadrunner_observables,
+)
