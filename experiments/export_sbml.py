@@ -1,4 +1,4 @@
-"""Write the twin's model as SBML Level 3: the recipe, or a recorded batch (``data_dir`` + ``run_id``).
+"""Write the twin's model as SBML Level 3: a recipe, or a recorded batch (data_dir + run_id).
 
     python experiments/export_sbml.py                       # default recipe
     python experiments/export_sbml.py recipe.moi=3
@@ -59,7 +59,9 @@ def run(cfg: DictConfig, out_dir: Path) -> Path:
     exported = export_sbml(params, schedule, structure, model_id=f"cart_twin_{label}")
     errors = exported.errors()
     if errors:
-        raise TwinInputError(f"the exported SBML fails libsbml's check: {errors[0]}", problems=errors)
+        raise TwinInputError(
+            f"the exported SBML fails libsbml's check: {errors[0]}", problems=errors
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, cfg)
     path = out_dir / "model.xml"
