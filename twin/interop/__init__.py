@@ -9,6 +9,7 @@ from ._petab import (
 )
 from ._roadrunner import (
     load_roadrunner as load_roadrunner,
+    roadrunner_batch as roadrunner_batch,
     roadrunner_observables as roadrunner_observables,
 )
 from ._sbml import (

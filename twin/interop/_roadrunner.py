@@ -27,3 +27,35 @@ def roadrunner_observables(
     rr.resetAll()
     result = rr.simulate(times=list(map(float, times_h)), selections=["time", *names])
     return {name: np.asarray(result[:, i + 1]) for i, name in enumerate(names)}
+
+
+def roadrunner_batch(
+    sbml: str,
+    parameter: str,
+    values: Sequence[float],
+    end_time_h: float,
+    rtol: float,
+    atol: float,
+    observable: str = "viable_cells",
+) -> dict:
+    """Solve ``sbml`` once per value of ``parameter``, one after another in this process (a
+    benchmark worker: one per core). **Returns** the model's load time, the loop's wall and CPU
+    seconds, and ``observable`` at ``end_time_h`` for each value."""
+    import time
+
+    start = time.perf_counter()
+    rr = load_roadrunner(sbml, rtol=rtol, atol=atol)
+    load_s = time.perf_counter() - start
+    finals = []
+    wall, cpu = time.perf_counter(), time.process_time()
+    for value in values:
+        rr.resetAll()
+        rr[parameter] = float(value)
+        result = rr.simulate(0.0, float(end_time_h), 2, selections=["time", observable])
+        finals.append(float(result[-1, 1]))
+    return {
+        "load_s": load_s,
+        "wall_s": time.perf_counter() - wall,
+        "cpu_s": time.process_time() - cpu,
+        "final": finals,
+    }
