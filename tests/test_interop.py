@@ -52,6 +52,15 @@ def test_symbolic_evaluation_matches_jax():
     assert float(clipped[()].subs(subs)) == pytest.approx(float(want_clipped))
 
 
+def test_symbolic_cond_is_piecewise():
+    def fn(x, y):
+        return jax.lax.cond(y > 0, lambda a: 2.0 * a, lambda a: a + 1.0, x)
+
+    expr = symbolic_call(fn, symbols(np.array("x")), symbols(np.array("y")))[()]
+    assert float(expr.subs({"x": 3.0, "y": 1.0})) == 6.0
+    assert float(expr.subs({"x": 3.0, "y": -1.0})) == 4.0
+
+
 def test_unknown_primitive_is_named():
     with pytest.raises(UnsupportedPrimitive, match="sort"):
         symbolic_call(jnp.sort, symbols(np.array(["a", "b"])))

@@ -71,7 +71,7 @@ def _select(pred, *cases):
 
 
 def _convert(x, new_dtype=None, **_):
-    if new_dtype is not None and np.dtype(new_dtype).kind == "f":
+    if new_dtype is not None and np.dtype(new_dtype).kind in "fiu":
 
         def to_float(v):
             if isinstance(v, sp.logic.boolalg.Boolean):
@@ -200,6 +200,25 @@ _CALLS = {
 }
 
 
+def _cond(branches, index: np.ndarray, operands: list) -> list[np.ndarray]:
+    def run(branch):
+        return _eval_jaxpr(branch.jaxpr, [constant(c) for c in branch.consts], operands)
+
+    k = index[()]
+    if k.is_Number:
+        return run(branches[int(k)])
+    results = [run(branch) for branch in branches]
+    outputs = []
+    for per_branch in zip(*results, strict=True):
+
+        def choose(*values):
+            pieces = [(v, sp.Eq(k, i)) for i, v in enumerate(values[:-1])]
+            return sp.Piecewise(*pieces, (values[-1], True))
+
+        outputs.append(_obj(np.frompyfunc(choose, len(per_branch), 1)(*per_branch)))
+    return outputs
+
+
 def _eval_jaxpr(jaxpr: jcore.Jaxpr, consts: Sequence, args: Sequence) -> list[np.ndarray]:
     env: dict = {}
 
@@ -215,7 +234,9 @@ def _eval_jaxpr(jaxpr: jcore.Jaxpr, consts: Sequence, args: Sequence) -> list[np
     for eqn in jaxpr.eqns:
         inputs = [read(v) for v in eqn.invars]
         name = eqn.primitive.name
-        if name in _CALLS:
+        if name == "cond":  # lax.cond / lax.switch: the branch, or a piecewise over branches
+            outputs = _cond(eqn.params["branches"], inputs[0], inputs[1:])
+        elif name in _CALLS:
             inner = eqn.params[_CALLS[name]]
             closed = inner if hasattr(inner, "consts") else None
             inner_jaxpr = closed.jaxpr if closed is not None else inner
