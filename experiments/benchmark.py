@@ -59,7 +59,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 import twin.config as twin_config
-from twin import simulate
+from twin import TwinInputError, simulate
 from twin._atomic import atomic_path
 from twin._cli import exit_on_input_error
 from twin.calibrate._model import map_runs
@@ -510,22 +510,24 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     sbml = export_sbml(s.params, s.schedule, s.structure).to_string()
     result: dict = {"machine": machine(), "quick": bool(cfg.quick)}
     parts = [p for p in cfg.parts]
-    if "simulation" in parts:
-        result["simulation"] = bench_simulation(cfg, s, sbml)
-    if "solver_efficiency" in parts:
-        result["solver_efficiency"] = bench_solver_efficiency(cfg, s)
-    if "gradient" in parts:
-        result["gradient"] = bench_gradient(cfg, s)
-    if "compile" in parts:
-        result["compile"] = bench_compile(cfg, cfg.batch_size)
-    if "scaling" in parts:
-        result["scaling"] = bench_scaling(cfg)
-    if "calibration" in parts:
-        result["calibration"] = bench_calibration(cfg, out_dir)
-    with atomic_path(out_dir / "benchmark.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2, default=float))
-    with atomic_path(out_dir / "benchmark.md") as tmp:
-        tmp.write_text(markdown_table(result))
+    measure = {
+        "simulation": lambda: bench_simulation(cfg, s, sbml),
+        "solver_efficiency": lambda: bench_solver_efficiency(cfg, s),
+        "gradient": lambda: bench_gradient(cfg, s),
+        "compile": lambda: bench_compile(cfg, cfg.batch_size),
+        "scaling": lambda: bench_scaling(cfg),
+        "calibration": lambda: bench_calibration(cfg, out_dir),
+    }
+    unknown = sorted(set(parts) - set(measure))
+    if unknown:
+        raise TwinInputError(f"parts={parts}: unknown part(s) {unknown} (known: {list(measure)})")
+    for part in parts:
+        result[part] = measure[part]()
+        # written after every part, so a long run that is stopped keeps what it measured
+        with atomic_path(out_dir / "benchmark.json") as tmp:
+            tmp.write_text(json.dumps(result, indent=2, default=float))
+        with atomic_path(out_dir / "benchmark.md") as tmp:
+            tmp.write_text(markdown_table(result))
     return result
 
 

@@ -124,7 +124,11 @@ def _iota(dtype, shape, dimension, **_):
 
 
 def _clamp(lo, x, hi, **_):
-    return _obj(np.frompyfunc(lambda a, v, b: sp.Min(sp.Max(v, a), b), 3, 1)(lo, x, hi))
+    # one flat piecewise rather than a min of a max (no piecewise inside a condition)
+    def clamp(a, v, b):
+        return sp.Piecewise((a, sp.LessThan(v, a)), (b, sp.GreaterThan(v, b)), (v, True))
+
+    return _obj(np.frompyfunc(clamp, 3, 1)(lo, x, hi))
 
 
 def _integer_pow(x, y, **_):
