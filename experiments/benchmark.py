@@ -64,6 +64,7 @@ from twin._atomic import atomic_path
 from twin._cli import exit_on_input_error
 from twin.calibrate._model import map_runs
 from twin.interop import export_sbml, roadrunner_batch
+from twin.interop._sbml import vector_field
 from twin.kinetics import (
     PARAMETER_NAMES,
     culture_vector_field,
@@ -275,9 +276,9 @@ def counting_vector_field(counter: list):
     """Count every evaluation of the vector field inside ``simulate`` (a host callback per
     call: for counting only, never timed)."""
 
-    def counted(t, state, p):
+    def counted(t, state, p, **kwargs):
         jax.debug.callback(lambda: counter.append(1))
-        return culture_vector_field(t, state, p)
+        return culture_vector_field(t, state, p, **kwargs)
 
     module = sys.modules["twin.simulate"]  # (``twin.simulate`` is also the function's name)
     original = module.culture_vector_field
@@ -305,7 +306,7 @@ def bench_solver_efficiency(cfg: DictConfig, s: Setup) -> dict:
 
     @jax.jit
     def bare(states, params):
-        field = jax.vmap(lambda y, p: culture_vector_field(0.0, y, p))
+        field = jax.vmap(lambda y, p: vector_field(s.structure)(0.0, y, p))
 
         def body(_, y):  # each evaluation feeds the next, so none can be hoisted or skipped
             return jax.tree.map(lambda a, b: a + 1e-9 * b, y, field(y, params))

@@ -18,8 +18,9 @@ from twin.interop import (
     state_ids,
     symbolic_call,
 )
+from twin.interop._sbml import vector_field
 from twin.interop._symbolic import symbols
-from twin.kinetics import CultureState, ModelStructure, culture_vector_field
+from twin.kinetics import CultureState, ModelStructure
 from twin.observe import OBSERVABLES, observables
 from twin.simulate import SolverSettings
 
@@ -84,7 +85,7 @@ def test_rates_in_roadrunner_equal_the_vector_field(exported):
     rr = load_roadrunner(exported.to_string(), rtol=1e-8, atol=1e-10)
     ids = state_ids(STRUCTURE)
     rng = np.random.default_rng(0)
-    vector_field = jax.jit(culture_vector_field)
+    field = jax.jit(vector_field(STRUCTURE))
     for _ in range(3):
         values = {
             f.name: rng.uniform(0.1, 5.0, np.shape(getattr(ids, f.name)))
@@ -101,7 +102,7 @@ def test_rates_in_roadrunner_equal_the_vector_field(exported):
             rr[str(sid)] = float(value)
         rates = rr.getRatesOfChangeNamedArray()
         got = {n.rstrip("'"): r for n, r in zip(rates.colnames, np.ravel(rates), strict=True)}
-        want = vector_field(0.0, state, default_parameters())
+        want = field(0.0, state, default_parameters())
         for sid, rate in zip(
             np.concatenate([np.ravel(x) for x in jax.tree.leaves(ids)]),
             np.concatenate([np.ravel(x) for x in jax.tree.leaves(want)]),

@@ -25,7 +25,9 @@ constant parameter (``batch_index == k``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from xml.sax.saxutils import escape
@@ -107,6 +109,14 @@ def _event_values(schedule: Schedule, i: int) -> EventValues:
         time_h=jnp.asarray(schedule.time_h[i], float),
         **{f: jnp.asarray(getattr(schedule, f)[i], float) for f in EVENT_FIELDS},
     )
+
+
+def vector_field(structure: ModelStructure) -> Callable:
+    """``f(t, state, params)`` exactly as the simulator builds it: with the model structure bound
+    where the vector field takes one (selectable rate-law forms)."""
+    if "structure" in inspect.signature(culture_vector_field).parameters:
+        return functools.partial(culture_vector_field, structure=structure)
+    return culture_vector_field
 
 
 def _event_groups(schedule: Schedule) -> list[tuple[float, list[int]]]:
@@ -357,7 +367,9 @@ def export_sbml(
 
     # --- vector field: rate rules, common subexpressions as assignment rules ----------------------
     rates = _flat(
-        symbolic_call(culture_vector_field, symbols(np.asarray("time")), state_symbols, p_symbols)
+        symbolic_call(
+            vector_field(structure), symbols(np.asarray("time")), state_symbols, p_symbols
+        )
     )
     names = (sp.Symbol(f"vf_{i}") for i in range(10**6))
     shared, reduced = sp.cse(rates, symbols=names, order="none")
