@@ -1,7 +1,7 @@
 """Benchmark: the calibration fit vs. SciPy least squares with finite differences, same run.
 
     python experiments/benchmark_calibration.py                    # 12 donors x 3 runs
-    python experiments/benchmark_calibration.py --donors 4 --runs-per-donor 2 --optimistix
+    python experiments/benchmark_calibration.py donors=4 runs_per_donor=2 optimistix=true
 
 Both minimize the same objective (``twin.calibrate.residuals``) on the same virtual dataset from
 the same start (the prior mean): ours with the structured forward-mode Jacobian and the
@@ -12,12 +12,14 @@ residual function, on one device or split, whichever takes less CPU time per cal
 (over the real unknowns only: padding donors are left out). Our fits are timed ``--repeats`` times,
 once before SciPy's and the rest after, and the median is reported. Also measured: one structured
 Jacobian against the naive ``jax.jacfwd`` of the residuals (``len(x)`` tangents through every run)
-and, with ``--optimistix``, ``optimistix.LevenbergMarquardt`` on the structured residuals. What
+and, with ``optimistix=true``, ``optimistix.LevenbergMarquardt`` on the structured residuals. What
 bounds the one-device ratio is reported too (``jacobian_cost``): a Jacobian's cost in residual
 evaluations at the start and at the optimum, and our fit's cost in those units. Compile
 times are reported separately from run times; with the on-disk compilation cache (default: a fresh
 one), the fit's compile is timed twice: cold, and again from the cache (what a second run of
-``experiments/calibrate.py`` pays). Writes ``benchmark_calibration.json`` into ``--out``. Machines
+``experiments/calibrate.py`` pays). Writes ``benchmark_calibration.json`` into the run directory
+(config: ``configs/benchmark_calibration.yaml``). ``experiments/benchmark.py`` calls :func:`run`
+as one part of the benchmark suite. Machines
 are shared and noisy: read the ratios, and compare CPU time with wall time.
 """
 
@@ -32,22 +34,24 @@ if __name__ == "__main__":
     os.environ.setdefault("EQX_ON_ERROR", "nan")
     os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
 
-import argparse
 import dataclasses
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import hydra
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
-from omegaconf import OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 from scipy.optimize import least_squares
 
 from twin import Recipe, default_parameters
 from twin._atomic import atomic_path
+from twin._cli import exit_on_input_error
 from twin.assays import MEASURED_VARIABLES, AssayNoise
 from twin.calibrate import (
     CalibrationConfig,
@@ -141,16 +145,16 @@ def virtual_data(n_donors: int, runs_per_donor: int, seed: int):
     )
 
 
-def run(args: argparse.Namespace) -> dict:
-    out_dir = Path(args.out)
+def run(cfg: DictConfig, out_dir: Path) -> dict:
+    """Measure, write ``benchmark_calibration.json`` into ``out_dir`` and return the results."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    if args.compilation_cache:
-        cache_dir = out_dir / "jax_cache" if args.compilation_cache == "fresh" else None
-        cache_dir = Path(args.compilation_cache) if cache_dir is None else cache_dir
+    if cfg.compilation_cache:
+        cache_dir = out_dir / "jax_cache" if cfg.compilation_cache == "fresh" else None
+        cache_dir = Path(cfg.compilation_cache) if cache_dir is None else cache_dir
         enable_compilation_cache(cache_dir)
-    write_provenance(out_dir, OmegaConf.create(vars(args)), seed=args.seed)
+    write_provenance(out_dir, cfg, seed=cfg.seed)
     with Clock() as generate_clock:
-        virtual = virtual_data(args.donors, args.runs_per_donor, args.seed)
+        virtual = virtual_data(cfg.donors, cfg.runs_per_donor, cfg.seed)
     config = CalibrationConfig()
     problem = build_problem(virtual.run_data, pad_multiple=config.pad_multiple)
     layout = ParameterLayout(
@@ -193,7 +197,7 @@ def run(args: argparse.Namespace) -> dict:
             "accepted_steps": int(fit.accepted_steps),
             "converged": bool(fit.converged),
         }
-    if args.compilation_cache:
+    if cfg.compilation_cache:
         # A second process on the same shapes: tracing and lowering again, XLA's compile read
         # back from the on-disk cache that the first compile filled.
         jax.clear_caches()
@@ -254,7 +258,7 @@ def run(args: argparse.Namespace) -> dict:
         reference = least_squares(
             scipy_residuals, np.asarray(x0[:n_real]), method="trf", jac="2-point"
         )
-    for _ in range(args.repeats - 1):
+    for _ in range(cfg.repeats - 1):
         for name in fits:
             ours_clocks[name].append(time_ours(name))
     for name, clocks in ours_clocks.items():
@@ -278,7 +282,7 @@ def run(args: argparse.Namespace) -> dict:
     print(f"ours: {json.dumps(ours, indent=1)}", flush=True)
     print(f"scipy: {result['scipy']}", flush=True)
 
-    if args.optimistix:
+    if cfg.optimistix:
         solver = optx.LevenbergMarquardt(rtol=1e-6, atol=1e-6)
 
         def optimistix_fit(x, d):
@@ -319,49 +323,40 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--donors", type=int, default=12)
-    parser.add_argument("--runs-per-donor", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--optimistix", action="store_true", help="also time optimistix LM")
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="timed fits of ours (one before SciPy's)"
-    )
-    parser.add_argument(
-        "--compilation-cache",
-        default="fresh",
-        help="on-disk JAX compilation cache: a folder, 'fresh' (a new one in --out: the first "
-        "compile is cold, then the fit is compiled again from the cache) or '' (off)",
-    )
-    parser.add_argument(
-        "--out", default=f"outputs/benchmark_calibration/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    )
-    result = run(parser.parse_args())
+def report(result: dict) -> str:
+    """The measurements in a few lines, for the terminal."""
     scipy = result["scipy"]
-    print(
+    lines = [
         f"objectives: ours {result['ours']['all_devices']['objective']:.6g}, scipy "
         f"{scipy['objective']:.6g} (relative difference "
         f"{result['objective_relative_difference']:.2e})"
-    )
+    ]
     for name, entry in result["ours"].items():
-        print(
+        lines.append(
             f"ours on {entry['devices']} device(s) ({name}): fit {entry['fit']['wall_s']:.1f} s "
             f"wall, {entry['fit']['cpu_s']:.1f} s CPU (+{entry['compile']['wall_s']:.1f} s "
             f"compile); scipy {scipy['fit']['wall_s']:.1f} s wall, {scipy['fit']['cpu_s']:.1f} s "
             f"CPU (residuals on {scipy['residuals_on']}); speedup x{entry['speedup_wall']:.1f} "
             f"wall, x{entry['speedup_cpu']:.1f} CPU"
         )
-    print(f"speedup including compile: x{result['speedup_including_compile']:.1f}")
+    lines.append(f"speedup including compile: x{result['speedup_including_compile']:.1f}")
     for name, entry in result["jacobian_cost"].items():
-        print(
+        lines.append(
             f"at the {name}: a Jacobian costs {entry['jacobian_over_residuals']:.1f} residual "
             f"evaluations, our fit {entry['fit_in_residual_evaluations']:.0f} against SciPy's "
             f"{scipy['residual_evaluations']}"
         )
     warm = result["ours"]["all_devices"].get("compile_warm_cache")
     if warm:
-        print(f"compile from the on-disk cache: {warm['wall_s']} s")
+        lines.append(f"compile from the on-disk cache: {warm['wall_s']} s")
+    return "\n".join(lines)
+
+
+@hydra.main(config_path="../configs", config_name="benchmark_calibration", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with exit_on_input_error():
+        result = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        print(report(result))
 
 
 if __name__ == "__main__":

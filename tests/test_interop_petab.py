@@ -1,0 +1,92 @@
+"""PEtab export: passes PEtab's lint, and its objective (simulated by roadrunner, scored by
+PEtab) equals the twin's calibration objective."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from twin.assays import MEASURED_VARIABLES, AssayNoise
+from twin.calibrate import (
+    CalibrationConfig,
+    ModelSpec,
+    ObjectiveData,
+    ParameterLayout,
+    build_problem,
+    make_prior,
+)
+from twin.calibrate._model import residuals_and_success
+from twin.data import RunData, read_run_data
+from twin.interop import export_petab, lint_petab, objective_constant, petab_parameter_values
+from twin.interop._petab import BEFORE_EVENT_H, roadrunner_negative_log_posterior
+from twin.kinetics import ModelStructure, default_parameters
+from twin.simulate import SolverSettings
+
+
+def subset(data: RunData, run_ids) -> RunData:
+    def take(frame):
+        return frame[frame["run_id"].isin(run_ids)]
+
+    return RunData(
+        runs=take(data.runs), events=take(data.events), measurements=take(data.measurements)
+    )
+
+
+@pytest.fixture(scope="module")
+def example(repo_root):
+    return read_run_data(repo_root / "twin" / "data" / "example")
+
+
+def test_petab_export_passes_lint(example, tmp_path):
+    data = subset(example, ["R001"])
+    exported = export_petab(
+        data, tmp_path, CalibrationConfig(), model_parameters=default_parameters()
+    )
+    assert lint_petab(exported.yaml_path) == []
+    for name in (
+        "model.xml",
+        "parameters.tsv",
+        "conditions.tsv",
+        "observables.tsv",
+        "problem.yaml",
+    ):
+        assert (tmp_path / name).is_file()
+    m = exported.measurements
+    assert len(m) == len(data.measurements)
+    # measurements at a unit operation's time are the culture just before it
+    assert np.isclose(m["time"], 24.0 - BEFORE_EVENT_H).any() and not (m["time"] == 24.0).any()
+    priors = exported.parameters.set_index("parameterId")["objectivePriorParameters"]
+    assert priors["max_growth_rate_per_h__pop"] == f"{math.log(0.05)!r};0.3"
+    assert priors["susceptible_fraction__logit"].endswith(";1.0")
+
+
+@pytest.mark.slow
+def test_petab_objective_equals_the_twins(example, tmp_path):
+    """At a point off the prior mean, PEtab's negative log-posterior (roadrunner + PEtab's own
+    likelihood) minus its constants equals the twin's objective 0.5 |r|^2."""
+    data = subset(example, ["R001", "R004", "R005"])  # two donors
+    config, params, noise = CalibrationConfig(), default_parameters(), AssayNoise()
+    exported = export_petab(data, tmp_path, config, model_parameters=params, noise=noise)
+    problem = build_problem(data, pad_multiple=1)
+    layout = ParameterLayout(
+        tuple(config.fitted), tuple(config.donor_level), problem.n_donors_padded
+    )
+    solver = SolverSettings(rtol=1e-10, atol=1e-12, max_steps=100_000)
+    spec = ModelSpec(layout, ModelStructure(), solver, config.failure_residual, 1)
+    prior = make_prior(params, layout, config.donor_sds())
+    noise_sd = np.array([noise.sd(v) for v in MEASURED_VARIABLES])
+    objective_data = ObjectiveData(problem.arrays, prior, noise_sd)
+    rng = np.random.default_rng(1)
+    theta = np.asarray(prior.mean(layout)) + 0.3 * np.asarray(
+        prior.population_sd
+    ) * rng.standard_normal(layout.n_population)
+    effects = 0.2 * rng.standard_normal((layout.n_donors, len(layout.donor_level)))
+    r, ok = residuals_and_success(jnp.asarray(layout.join(theta, effects)), objective_data, spec)
+    assert bool(np.all(ok))
+    twin_objective = 0.5 * float(np.sum(np.asarray(r) ** 2))
+    values = petab_parameter_values(exported, theta, effects, config)
+    petab_objective = roadrunner_negative_log_posterior(exported, values)
+    assert petab_objective - objective_constant(exported, noise) == pytest.approx(
+        twin_objective, rel=1e-5
+    )
