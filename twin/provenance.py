@@ -27,6 +27,8 @@ _PACKAGES = (
     "netCDF4",
     "hydra-core",
     "matplotlib",
+    "zarr",
+    "SALib",
 )
 
 
