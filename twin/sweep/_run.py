@@ -23,6 +23,7 @@ from ._store import (
     open_for_resume,
     open_sweep,
     pending_chunks,
+    store_arrays,
     write_chunk,
 )
 
@@ -87,6 +88,7 @@ def run_sweep(
         create_store(path, plan, donors)
         group = zarr.open_group(path, mode="r+")
     pending = pending_chunks(group)
+    arrays = store_arrays(group)
     resumed = plan.n_chunks - len(pending)
     compile_s = evaluate_s = 0.0
     if pending and evaluate is None:
@@ -102,7 +104,7 @@ def run_sweep(
     )
     with bar:
         for i, k in enumerate(pending):
-            x = chunk_points(group, plan, k)
+            x = chunk_points(arrays, plan, k)
             t0 = time.perf_counter()
             out = evaluate(x, params)
             elapsed = time.perf_counter() - t0
@@ -111,7 +113,7 @@ def run_sweep(
                 compile_s = elapsed
             else:
                 evaluate_s += elapsed
-            write_chunk(group, plan, k, out)
+            write_chunk(arrays, plan, k, out)
             bar.update(x.shape[0])
     failed = 0
     if pending:
@@ -153,7 +155,7 @@ def merge_stores(shards: Sequence[str | Path], path: str | Path) -> Path:
     for shard in shards:
         open_sweep(shard)  # raises when a shard is unfinished
         groups.append((Path(shard), zarr.open_group(shard, mode="r")))
-    groups.sort(key=lambda item: item[1].attrs["start"])
+    groups.sort(key=lambda item: (item[1].attrs["start"], item[1].attrs["stop"]))
     first = groups[0][1].attrs
     for shard, group in groups:
         if dict(group.attrs["sweep"]) != dict(first["sweep"]):

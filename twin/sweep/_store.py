@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -202,22 +203,35 @@ def pending_chunks(group: zarr.Group) -> list[int]:
     return [int(k) for k in np.flatnonzero(~done)]
 
 
-def chunk_points(group: zarr.Group, plan: SweepPlan, k: int) -> np.ndarray:
+def store_arrays(group: zarr.Group) -> dict[str, zarr.Array]:
+    """The store's arrays by name (looked up once: each lookup reads metadata)."""
+    return dict(group.arrays())
+
+
+def chunk_points(arrays: Mapping[str, zarr.Array], plan: SweepPlan, k: int) -> np.ndarray:
     """The swept values of local chunk ``k``, ``(points, d)``."""
     a, b = (i - plan.start for i in plan.chunk_range(k))
-    return np.stack([np.asarray(group[name][a:b]) for name in plan.space.names], axis=-1)
+    return np.stack([np.asarray(arrays[name][a:b]) for name in plan.space.names], axis=-1)
 
 
-def write_chunk(group: zarr.Group, plan: SweepPlan, k: int, out: Mapping[str, np.ndarray]):
-    """Write local chunk ``k``'s outcomes, then (only then) its done marker."""
+def write_chunk(
+    arrays: Mapping[str, zarr.Array], plan: SweepPlan, k: int, out: Mapping[str, np.ndarray]
+) -> None:
+    """Write local chunk ``k``'s outcomes (concurrently, one file each), then, only once all
+    of them are in place, its done marker."""
     a, b = (i - plan.start for i in plan.chunk_range(k))
-    for name, (_, dtype) in OUTCOMES.items():
-        group[name][a:b] = np.asarray(out[name]).astype(dtype)
+    values = {name: np.asarray(out[name]).astype(dtype) for name, (_, dtype) in OUTCOMES.items()}
     if plan.n_donors:
         # A failed simulation counts as a non-conforming batch (it is flagged per donor).
-        group["p_conforming"][a:b] = np.mean(out["conforming"], axis=1)
-        group["success_fraction"][a:b] = np.mean(out["success"], axis=1)
-    group["chunk_done"][k] = True
+        values["p_conforming"] = np.mean(out["conforming"], axis=1)
+        values["success_fraction"] = np.mean(out["success"], axis=1)
+
+    def put(name):
+        arrays[name][a:b] = values[name]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(put, values))  # list(): re-raises any write's error before the marker
+    arrays["chunk_done"][k] = True
 
 
 def open_sweep(path: str | Path, *, allow_incomplete: bool = False) -> xr.Dataset:
