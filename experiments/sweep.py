@@ -156,6 +156,9 @@ def _analysis(cfg: DictConfig, out_dir: Path) -> dict:
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Run (or resume, or merge) the sweep into ``out_dir`` and return a summary dict."""
+    # Here as well as at import: a launcher (submitit) may run ``run`` in a process that
+    # never executed this module's top level.
+    jax.config.update("jax_enable_x64", True)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     s = cfg.sweep
@@ -187,6 +190,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         for key in ("model", "recipe", "downstream")
     }
     fingerprint["calibration"] = cfg.calibration
+    fingerprint["float64"] = bool(jax.config.jax_enable_x64)
     if s.n_donors:
         fingerprint["donor_sd"] = OmegaConf.to_container(s.donor_sd)
     plan = SweepPlan(
