@@ -305,3 +305,52 @@ def test_sensitivity_refuses_failed_points_and_other_designs(tmp_path):
     run_sweep(tmp_path / "t.zarr", plan, synthetic, None, progress=False)
     with pytest.raises(TwinInputError, match="point\\(s\\) failed to simulate"):
         sensitivity_indices(open_sweep(tmp_path / "t.zarr"), "viable_car_pos_cells")
+
+
+# --- the command's settings -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("sweep.design=foo", "sweep.design='foo': choose from"),
+        ("sweep.n_points=0", "sweep.n_points=0: must be an integer >= 1"),
+        ("sweep.shard=2", r"sweep.shard=2: must be in \[0, 1\)"),
+        ("sweep.chunk_size=0", "sweep.chunk_size=0"),
+        ("sweep.space={moi:[1,10],bogus:[0,1]}", "sweep.space.bogus: not a recipe decision"),
+        ("sweep.space={harvest_time_h:[264,192]}", r"sweep.space.harvest_time_h=\[264, 192\]"),
+        ("sweep.design=saltelli sweep.n_points=1000", "sweep.n_points=1000: the Saltelli design"),
+    ],
+)
+def test_bad_settings_stop_the_command_before_any_work(override, message, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    import twin.config  # noqa: F401  (registers the schemas)
+
+    sys.path.insert(0, str(REPO_ROOT / "experiments"))
+    try:
+        import sweep as sweep_experiment
+    finally:
+        sys.path.pop(0)
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        cfg = compose("sweep", overrides=[*override.split(" "), "sweep.n_donors=0"])
+    with pytest.raises(TwinInputError, match=message):
+        sweep_experiment.run(cfg, tmp_path)
+    assert not (tmp_path / "sweep.zarr").exists()
+
+
+def test_a_swept_parameter_cannot_also_vary_per_donor(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    import twin.config  # noqa: F401
+
+    sys.path.insert(0, str(REPO_ROOT / "experiments"))
+    try:
+        import sweep as sweep_experiment
+    finally:
+        sys.path.pop(0)
+    overrides = ["sweep.space={max_growth_rate_per_h:[0.02,0.05]}", "sweep.n_donors=4"]
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        cfg = compose("sweep", overrides=overrides)
+    with pytest.raises(TwinInputError, match="sweep.space.max_growth_rate_per_h: swept and also"):
+        sweep_experiment.run(cfg, tmp_path)

@@ -64,10 +64,8 @@ class SweepModel:
     solver: SolverSettings = SolverSettings()
 
 
-def point_outcomes(
-    x: Float[Array, " d"], params: KineticParameters, model: SweepModel
-) -> dict[str, Array]:
-    """The outcomes (:data:`OUTCOMES`) of one simulation at swept values ``x`` (traceable)."""
+def point_solution(x: Float[Array, " d"], params: KineticParameters, model: SweepModel):
+    """Simulate one point: ``(end state, state at transduction, solver success, MOI)``."""
     values = recipe_values(model.recipe)
     swept = dict(zip(model.space.names, x, strict=True))
     for name, value in swept.items():
@@ -81,9 +79,15 @@ def point_outcomes(
     trajectory = simulate(
         params, schedule, transduction_h.reshape(1), model.structure, model.solver
     )
-    harvest = observables(trajectory.end_state)
+    at_transduction = jax.tree.map(lambda leaf: leaf[0], trajectory.states)
+    return trajectory.end_state, at_transduction, trajectory.success, values["moi"]
+
+
+def solution_outcomes(solution, model: SweepModel) -> dict[str, Array]:
+    """The outcomes (:data:`OUTCOMES`) of one :func:`point_solution` (traceable)."""
+    end_state, at_transduction, solved, moi = solution
+    harvest = observables(end_state)
     released = product(harvest, model.downstream)
-    vector_tu = values["moi"] * observables(trajectory.states)["viable_cells"][0]
     floats = {
         "viable_cells": harvest["viable_cells"],
         "viability": harvest["viability"],
@@ -91,12 +95,11 @@ def point_outcomes(
         "vcn_per_transduced_cell": harvest["vcn_per_transduced_cell"],
         "viable_car_pos_cells": harvest["viable_car_pos_cells"],
         "memory_like_fraction": harvest["memory_like_fraction"],
-        "vector_TU": vector_tu,
+        "vector_TU": moi * observables(at_transduction)["viable_cells"],
         "product_viable_car_pos_cells": released["product_viable_car_pos_cells"],
         "product_viability": released["product_viability"],
         "doses": released["doses"],
     }
-    solved = trajectory.success
     finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in floats.values()]))
     success = solved & finite
     failure = jnp.where(solved, jnp.where(finite, 0, 2), 1).astype(jnp.int8)
@@ -106,28 +109,46 @@ def point_outcomes(
     return {**out, "success": success, "failure": failure}
 
 
+def point_outcomes(
+    x: Float[Array, " d"], params: KineticParameters, model: SweepModel
+) -> dict[str, Array]:
+    """The outcomes (:data:`OUTCOMES`) of one simulation at swept values ``x`` (traceable)."""
+    return solution_outcomes(point_solution(x, params, model), model)
+
+
 def chunk_function(model: SweepModel, devices: int, donors: bool, chunk_size: int):
     """``f(x[n, d], params) -> outcomes`` (NumPy in and out, ``n <= chunk_size``) running
     one compiled program: every call is padded (with copies of its last point) to
     ``chunk_size`` rounded up to a multiple of ``devices``, and the points are split over the
     first ``devices`` local devices. With ``donors``, ``params`` carry a leading donor axis
-    and outcomes gain a donor axis after the point axis; else one set serves all points."""
+    and outcomes gain a donor axis after the point axis; else one set serves all points.
+
+    The solves run split over the devices; the outcomes (observables, release checks) of the
+    whole chunk are then computed on one device: XLA may sum the copy classes in another
+    order for another batch shape (seen: 1 ulp in VCN per transduced cell), and this way the
+    results are the same whatever the number of devices.
+    """
 
     def per_point(x, params):
         if donors:
-            return jax.vmap(lambda p: point_outcomes(x, p, model))(params)
-        return point_outcomes(x, params, model)
+            return jax.vmap(lambda p: point_solution(x, p, model))(params)
+        return point_solution(x, params, model)
 
-    compiled = jax.jit(lambda x, params: map_runs(per_point, devices, (x,), (params,)))
+    solve = jax.jit(lambda x, params: map_runs(per_point, devices, (x,), (params,)))
+    outcomes = jax.vmap(lambda s: solution_outcomes(s, model))
+    if donors:
+        outcomes = jax.vmap(outcomes)
+    outcomes = jax.jit(outcomes)
     padded_size = -(-chunk_size // devices) * devices
+    first = jax.local_devices()[0]
 
     def evaluate(x: np.ndarray, params) -> dict[str, np.ndarray]:
         n = x.shape[0]
         if n > chunk_size:
             raise ValueError(f"{n} points in a chunk of {chunk_size}")
         padded = np.concatenate([x, np.repeat(x[-1:], padded_size - n, axis=0)])
-        out = compiled(jnp.asarray(padded, float), params)
-        return {k: np.asarray(v)[:n] for k, v in out.items()}
+        solution = jax.device_put(solve(jnp.asarray(padded, float), params), first)
+        return {k: np.asarray(v)[:n] for k, v in outcomes(solution).items()}
 
     return evaluate
 
