@@ -113,7 +113,9 @@ def _child_peak_mb(command: list[str], env: dict) -> tuple[float, float, str]:
     return usage.ru_maxrss / 1024, time.perf_counter() - t0, out
 
 
-def memory(points: list[int], stand_in_points: list[int], chunk_size: int, work: Path) -> dict:
+def memory(
+    points: list[int], stand_in_points: list[int], chunk_size: int, stand_in_chunk: int, work: Path
+) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     runs = []
     for n in points:
@@ -136,11 +138,16 @@ def memory(points: list[int], stand_in_points: list[int], chunk_size: int, work:
     for n in stand_in_points:
         out = work / f"stand_in_{n}.zarr"
         peak, wall, _ = _child_peak_mb(
-            [sys.executable, str(script), str(out), str(n), str(chunk_size)], env
+            [sys.executable, str(script), str(out), str(n), str(stand_in_chunk)], env
         )
         stand_in.append({"points": n, "peak_rss_MiB": round(peak, 1), "wall_s": round(wall, 1)})
         print(f"stand-in sweep, {n} points: peak RSS {peak:.0f} MiB, {wall:.0f} s", flush=True)
-    return {"chunk_size": chunk_size, "simulated": runs, "machinery_stand_in": stand_in}
+    return {
+        "chunk_size": chunk_size,
+        "simulated": runs,
+        "stand_in_chunk_size": stand_in_chunk,
+        "machinery_stand_in": stand_in,
+    }
 
 
 def main() -> None:
@@ -154,6 +161,7 @@ def main() -> None:
         "--stand-in-points", type=int, nargs="*", default=[1000, 100000, 1000000, 10000000]
     )
     parser.add_argument("--memory-chunk-size", type=int, default=4096)
+    parser.add_argument("--stand-in-chunk-size", type=int, default=65536)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "benchmark_sweep")
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)
@@ -172,7 +180,11 @@ def main() -> None:
     if args.part in ("memory", "all"):
         with tempfile.TemporaryDirectory() as work:
             result["memory"] = memory(
-                args.memory_points, args.stand_in_points, args.memory_chunk_size, Path(work)
+                args.memory_points,
+                args.stand_in_points,
+                args.memory_chunk_size,
+                args.stand_in_chunk_size,
+                Path(work),
             )
     result["machine"]["load_average_at_end"] = os.getloadavg()
     result["peak_rss_this_process_MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -135,7 +135,9 @@ def test_bad_space_entries_are_named_with_their_values():
 
 def test_sweep_writes_outcomes_and_marks_failures(tmp_path):
     plan = plan_for()
+    (tmp_path / ".s.zarr.init-999" / "moi").mkdir(parents=True)  # a build killed midway
     report = run_sweep(tmp_path / "s.zarr", plan, synthetic, None, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]
     ds = open_sweep(tmp_path / "s.zarr")
     assert report.chunks_computed == 5 and report.chunks_resumed == 0
     moi, harvest = ds["moi"].values, ds["harvest_time_h"].values

@@ -158,14 +158,17 @@ def bytes_per_point(model: SweepModel, n_donors: int) -> int:
 
     Per simulation the compiled chunk holds the state at every slot of the scan (events +
     one save), the Tsit5 stages and controller copies of the state (about a dozen), and the
-    outcomes; XLA's temporaries are allowed a factor of 4 on top (checked against the
-    measured peak in ``experiments/benchmark_sweep.py``).
+    outcomes: about 6 kB for the default recipe. XLA's temporaries and the compiler are
+    allowed a factor of 16 on top (about 100 kB per point), set from a measurement
+    (``experiments/benchmark_sweep.py``, 2 CPU devices, chunks of 4096: a whole sweep's peak
+    resident memory 720 MiB, against 364 MiB for the same process without the simulation,
+    i.e. at most about 90 kB per point, compilation included).
     """
     n_state = sum(np.size(leaf) for leaf in jax.tree.leaves(_state_shapes(model.structure)))
     n_slots = 4 + len(model.recipe.exchanges) + len(model.recipe.feeds)
     n_slots += len(model.recipe.sample_times_h) + 1
     per_simulation = 8 * (n_state * (n_slots + 12) + len(OUTCOMES))
-    return 4 * per_simulation * max(n_donors, 1)
+    return 16 * per_simulation * max(n_donors, 1)
 
 
 def _state_shapes(structure: ModelStructure):

@@ -102,8 +102,10 @@ def create_store(
     """Build the store for ``plan`` (coordinates written, no outcomes) and move it to
     ``path`` in one rename. ``donors``: kinetic parameter name -> per-donor values."""
     path = Path(path)
+    # A build killed earlier leaves its hidden folder: never renamed, so never used; remove it.
+    for stale in path.parent.glob(f".{path.name}.init-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = path.parent / f".{path.name}.init-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     n, cs = plan.stop - plan.start, plan.chunk_size
     group = zarr.open_group(tmp, mode="w", zarr_format=3)
     group.attrs.update(
