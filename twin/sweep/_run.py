@@ -115,10 +115,11 @@ def run_sweep(
                 evaluate_s += elapsed
             write_chunk(arrays, plan, k, out)
             bar.update(x.shape[0])
+    # Counted chunk by chunk: memory stays one chunk at any point count.
     failed = 0
-    if pending:
-        ds = open_sweep(path)
-        failed = int((~ds["success"].values).sum())
+    for k in range(plan.n_chunks):
+        a, b = (i - plan.start for i in plan.chunk_range(k))
+        failed += int((~np.asarray(arrays["success"][a:b])).sum())
     return SweepReport(
         path,
         plan.stop - plan.start,

@@ -119,10 +119,9 @@ def create_store(
     )
     point_dims = ["point", "donor"] if plan.n_donors else ["point"]
     coords = " ".join(["point", *plan.space.names])
-    array = group.create_array(
+    index = group.create_array(
         "point", shape=(n,), chunks=(cs,), dtype="i8", dimension_names=["point"]
     )
-    array[:] = np.arange(plan.start, plan.stop)
     for name in plan.space.names:
         array = group.create_array(
             name, shape=(n,), chunks=(cs,), dtype="f8", dimension_names=["point"]
@@ -132,6 +131,8 @@ def create_store(
     for a, b, values in design_blocks(
         plan.space, plan.design, plan.n_points, plan.seed, plan.start, plan.stop, block or cs
     ):
+        # Block by block (not whole columns), so memory stays one block at any point count.
+        index[a - plan.start : b - plan.start] = np.arange(a, b)
         for j, array in enumerate(arrays):
             array[a - plan.start : b - plan.start] = values[:, j]
     shape = (n, plan.n_donors) if plan.n_donors else (n,)
