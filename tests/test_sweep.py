@@ -241,6 +241,7 @@ def test_a_sweep_killed_at_a_random_moment_resumes_to_the_same_store(tmp_path):
 # --- shards and merge ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # five stores: ~6 s here; tests/test_sweep_simulate.py merges real shards too
 def test_shards_merge_into_the_single_process_store(tmp_path):
     total = design_size("lhs", 45, 3)
     # 3 chunks of 16 (the last 13) over 4 shards: whole chunks, one shard empty
@@ -265,7 +266,7 @@ def test_shards_merge_into_the_single_process_store(tmp_path):
 
 
 def test_response_surface_is_the_binned_mean_of_a_known_function(tmp_path):
-    run_sweep(tmp_path / "s.zarr", plan_for("grid", 1000, 100), synthetic, None, progress=False)
+    run_sweep(tmp_path / "s.zarr", plan_for("grid", 1000, 500), synthetic, None, progress=False)
     ds = open_sweep(tmp_path / "s.zarr")
     surface = response_surface(ds, "moi", "harvest_time_h", "viable_car_pos_cells", bins=10)
     # A 10-level grid with 10 bins: one level per bin, so each bin's mean is the function at
@@ -300,7 +301,7 @@ def test_sensitivity_indices_of_a_linear_function_match_the_closed_form(tmp_path
 
 
 def test_sensitivity_refuses_failed_points_and_other_designs(tmp_path):
-    run_sweep(tmp_path / "s.zarr", plan_for(), synthetic, None, progress=False)
+    run_sweep(tmp_path / "s.zarr", plan_for(chunk_size=40), synthetic, None, progress=False)
     with pytest.raises(TwinInputError, match="need sweep.design=saltelli"):
         sensitivity_indices(open_sweep(tmp_path / "s.zarr"), "viable_car_pos_cells")
     plan = SweepPlan(sweep_space(SPACE), "saltelli", 16, 0, 64, 0, 0, 128, {})
