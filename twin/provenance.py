@@ -32,6 +32,8 @@ _PACKAGES = (
     "netCDF4",
     "hydra-core",
     "matplotlib",
+    "zarr",
+    "SALib",
 )
 
 # Environment variables that change numbers: precision, device split (the sum order of a
