@@ -289,3 +289,19 @@ def check_config(cfg: FacilityConfig) -> None:
     positive("cost.depreciation_years", cfg.cost.depreciation_years)
     if problems:
         raise TwinInputError(problems[0], problems=problems)
+
+
+def register_schema() -> None:
+    """Register :class:`FacilityConfig` as ``facility/facility_schema`` in Hydra's store."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group="facility", name="facility_schema", node=FacilityConfig)
+
+
+def facility_from_config(node) -> FacilityConfig:
+    """A checked :class:`FacilityConfig` from the ``facility`` config node."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_object(node)
+    check_config(cfg)
+    return cfg

@@ -14,7 +14,7 @@ from ..simulate import SolverSettings
 from ._biology import batch_schedules, donor_parameters, simulate_outcomes
 from ._config import FacilityConfig, check_config
 from ._cost import COST_COLUMNS, annual_fixed_cost_usd, batch_costs
-from ._model import DesResult, run_des, sample_arrivals
+from ._model import Arrivals, DesResult, run_des, sample_arrivals
 from ._plan import RecipePlan, compile_plans
 
 BATCH_COLUMNS: tuple[str, ...] = (
@@ -69,13 +69,15 @@ class FacilityResult:
     plans: list[RecipePlan]
 
 
-def run_des_only(cfg: FacilityConfig, *, progress=None) -> tuple[DesResult, list[RecipePlan]]:
+def run_des_only(
+    cfg: FacilityConfig, *, progress=None
+) -> tuple[DesResult, list[RecipePlan], Arrivals]:
     """The discrete-event part alone (no biology): for capacity and demand sweeps."""
     check_config(cfg)
     plans = compile_plans(cfg)
     rng = np.random.default_rng(cfg.seed)
     arrivals = sample_arrivals(cfg, rng)
-    return run_des(cfg, plans, arrivals, rng, progress=progress), plans
+    return run_des(cfg, plans, arrivals, rng, progress=progress), plans, arrivals
 
 
 def run_facility(
