@@ -232,21 +232,26 @@ def run_des(
         yield from occupy(qc, batch, "release_panel", cfg.qc.release_assay_h)
         out.release_h[batch] = env.now + release_delay_h
 
-    def breakdowns(units: _Units, index: int, mtbf_h: float, mttr_h: float):
+    def breakdowns(units: _Units, index: int, mtbf_h: float, mttr_h: float, stream):
         unit = units.units[index]
         while True:
-            yield env.timeout(rng.exponential(mtbf_h))
+            yield env.timeout(stream.exponential(mtbf_h))
             with unit.request(priority=_BREAKDOWN_PRIORITY) as request:
                 yield request
                 start = env.now
-                yield env.timeout(rng.exponential(mttr_h))
+                yield env.timeout(stream.exponential(mttr_h))
                 log.append((units.name, units.offset + index, -1, "repair", start, env.now))
 
-    for modules, _ in shuttles:
-        for name, spec in cfg.modules.items():
-            if spec.mtbf_h is not None:
-                for index in range(spec.capacity):
-                    env.process(breakdowns(modules[name], index, spec.mtbf_h, spec.mttr_h))
+    # Each unit draws its faults from its own stream, so that changing one setting (a duration,
+    # the demand) leaves every unit's fault history alone: common random numbers.
+    for s, (modules, _) in enumerate(shuttles):
+        for m, (name, spec) in enumerate(cfg.modules.items()):
+            if spec.mtbf_h is None:
+                continue
+            for index in range(spec.capacity):
+                seq = np.random.SeedSequence(cfg.seed, spawn_key=(1, s, m, index))
+                stream = np.random.default_rng(seq)
+                env.process(breakdowns(modules[name], index, spec.mtbf_h, spec.mttr_h, stream))
     for batch in range(n):
         env.process(batch_process(batch))
     if progress is None:
