@@ -228,3 +228,20 @@ def test_cost_lines_add_up_and_fixed_costs_are_spread_over_finished_batches():
     assert lines["vector_usd"][0] == pytest.approx(
         5.0 * cfg.recipes["standard"].vector_price_usd_per_mL
     )
+
+
+def test_realized_schedule_is_the_recipe_shifted_by_each_lateness():
+    from twin.facility._biology import batch_schedules
+
+    cfg = FacilityConfig()
+    plans = compile_plans(cfg)
+    recipe_schedule = cfg.recipes["standard"].recipe.schedule()
+    n = len(plans[0].events)
+    late = np.zeros(n)
+    late[5:] = 2.5  # every operation from the 6th on waited 2.5 h
+    realized, planned = batch_schedules(plans, np.array([0, 0]), [np.zeros(n), late])
+    np.testing.assert_array_equal(planned["time_h"][0], np.asarray(recipe_schedule.time_h))
+    np.testing.assert_array_equal(realized["time_h"][0], np.asarray(recipe_schedule.time_h))
+    np.testing.assert_array_equal(realized["time_h"][1], planned["time_h"][1] + late)
+    for field in ("operation", "moi", "fraction", "volume_ml", "cells"):
+        np.testing.assert_array_equal(realized[field], planned[field])

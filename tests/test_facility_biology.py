@@ -1,6 +1,7 @@
 """The factory coupled to the biology (each needs the simulator's compile: slow).
 
-One bay and no donor variation: every batch's outcome is `simulate` of the recipe, exactly.
+One bay and no donor variation: every batch's schedule is the recipe's exactly, and its outcome
+is `simulate` of the recipe (to round-off).
 Under contention, late operations change the realized outcome and on-time ones do not. The
 entry point writes the files, columns and keys the issue lists.
 """
@@ -46,12 +47,22 @@ def test_one_bay_without_contention_equals_simulate_exactly():
     assert len(done) >= 3
     assert (done["harvest_h"] == done["planned_harvest_h"]).all()
 
+    assert (done["max_lateness_h"] == 0.0).all()  # so the realized schedule is the recipe's
+
     recipe = cfg.recipes["standard"].recipe
     trajectory = simulate(params, recipe.schedule(), jnp.zeros(1))
-    made = product(observables(trajectory.end_state), downstream)
-    expected_cells = float(observables(trajectory.end_state)["viable_car_pos_cells"])
-    np.testing.assert_array_equal(done["viable_car_pos_cells"], expected_cells)
-    np.testing.assert_array_equal(done["viable_car_pos_cells_if_on_time"], expected_cells)
+    harvest = observables(trajectory.end_state)
+    made = product(harvest, downstream)
+    # Equal to round-off: the vmapped solve and the single one are compiled apart and were
+    # seen to differ in the last bit (2e-16 relative).
+    for column, expected in (
+        ("viable_car_pos_cells", harvest["viable_car_pos_cells"]),
+        ("viable_car_pos_cells_if_on_time", harvest["viable_car_pos_cells"]),
+        ("viability", harvest["viability"]),
+        ("car_pos_fraction", harvest["car_pos_fraction"]),
+        ("product_viability", made["product_viability"]),
+    ):
+        np.testing.assert_allclose(done[column], float(expected), rtol=1e-12, err_msg=column)
     np.testing.assert_array_equal(done["doses"], float(made["doses"]))
     assert (done["conforming"] == bool(made["conforming"])).all()
 
