@@ -61,10 +61,13 @@ def shuttles_needed(
 ) -> tuple[int, pd.DataFrame]:
     """The fewest Shuttles for which ``quantile`` of the batches arriving (at
     ``patients_per_year``) in the horizon's second half are released within ``target_days``
-    (unreleased batches count as late). Scans upward from the bay-cycle lower bound."""
+    (unreleased batches count as late). Scans upward from the bay-cycle bound (the fewest
+    Shuttles whose bays can keep up with the demand at all)."""
     bay_cycle_days = _bay_cycle_days(cfg)
     lower = patients_per_year * bay_cycle_days / 365.0 / cfg.bays_per_shuttle
-    n = max(1, int(np.floor(lower)))
+    # Fewer Shuttles than the bay-cycle bound cannot keep up: the queue grows without end, even
+    # if a finite run's turnaround still looks acceptable.
+    n = max(1, int(np.ceil(lower)))
     rows = []
     while n <= max_shuttles:
         c = dataclasses.replace(
