@@ -86,6 +86,8 @@ def test_each_batch_runs_its_operations_in_recipe_order(busy):
     work = log[~log["module"].isin(["robot", "qc"]) & (log["batch_id"] >= 0)]
     done = np.flatnonzero(~np.isnan(des.fill_finish_end_h))
     assert len(done) > 20
+    for batch in np.flatnonzero(~np.isnan(des.harvest_h)):  # finished or not
+        assert des.lateness_h[batch] is not None
     for batch, ops in work.groupby("batch_id"):
         if batch not in done:
             continue

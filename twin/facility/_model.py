@@ -208,6 +208,9 @@ def run_des(
         ops, mods = plan.operations, plan.modules
         offsets, durations = plan.offset_h, plan.duration_h
         lateness = np.zeros(len(ops))
+        # A view, filled as the operations happen: a batch harvested just before the horizon
+        # has all its recipe events even if its fill-finish is still to come.
+        out.lateness_h[batch] = lateness[: len(plan.events)]
         yield from operate(modules, robots, batch, ops[0], mods[0], durations[0])
         seed_h = env.now
         out.seed_h[batch] = seed_h
@@ -227,7 +230,6 @@ def run_des(
                 env.process(in_process_assay(batch))
             if k == last:
                 out.fill_finish_end_h[batch] = env.now
-        out.lateness_h[batch] = lateness[: len(plan.events)]
         env.process(return_bay(token, batch))
         yield from occupy(qc, batch, "release_panel", cfg.qc.release_assay_h)
         out.release_h[batch] = env.now + release_delay_h
