@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ._errors import TwinInputError
 from .assays import AssayNoise
 from .calibrate import CalibrationConfig
+from .facility import register_schema as _register_facility_schema
 from .forecast import ForecastSettings
 from .kinetics import PARAMETER_TABLE, KineticParameters, ModelStructure, default_parameters
 from .process import Recipe
@@ -69,6 +70,7 @@ def _clear_readonly(node) -> None:
 
 
 register_configs()
+_register_facility_schema()
 
 
 def _to_object(node: DictConfig, key: str):
