@@ -39,6 +39,7 @@ import pandas as pd
 import xarray as xr
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import twin.config as twin_config
@@ -48,6 +49,7 @@ from twin.data import read_run_data
 from twin.forecast._io import calibration_from_path
 from twin.optimize import (  # importing registers the `optimize` and `holdout` schemas
     DonorPopulation,
+    EventsProcess,
     Optimization,
     covered_ranges,
     holdout_process,
@@ -86,6 +88,28 @@ def calibration_warning(path: str) -> str | None:
         f"the calibration {target} did not converge: its population and donor spread may be "
         "wrong, and so may this optimization (recalibrate, e.g. with more steps or starts)"
     )
+
+
+def events_processes(cfg: DictConfig) -> list[EventsProcess]:
+    """The processes of ``evaluate_on`` (name -> a ``_target_`` config building a callable
+    that runs a batch record for its donors, or an :class:`~twin.optimize.EventsProcess`)."""
+    processes = []
+    for name, node in (cfg.get("evaluate_on") or {}).items():
+        try:
+            built = instantiate(node)
+        except Exception as error:  # a wrong _target_ or argument: the user's to fix
+            cause = error.__cause__ or error
+            raise TwinInputError(f"evaluate_on.{name}: cannot build it ({cause})") from None
+        if isinstance(built, EventsProcess):
+            processes.append(built)
+        elif callable(built):
+            processes.append(EventsProcess(str(name), str(node.get("_target_")), built))
+        else:
+            raise TwinInputError(
+                f"evaluate_on.{name}: {node.get('_target_')} built a {type(built).__name__}, "
+                "not a callable taking a batch record"
+            )
+    return processes
 
 
 def _coverage(cfg: DictConfig) -> tuple[dict[str, tuple[float, float]], str]:
@@ -137,6 +161,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> Optimization:
     processes = []
     if cfg.get("holdout") is not None:
         processes.append(holdout_process(OmegaConf.to_object(cfg.holdout), params, structure))
+    processes += events_processes(cfg)
     warnings = []
     if cfg.calibration is None:
         population = DonorPopulation(params, dict(settings.donor_sd))
@@ -207,6 +232,8 @@ def report(result: Optimization, cfg: DictConfig) -> str:
         lines.append(result.comparison[PRINTED].to_string(**fmt))
         for name, table in result.evaluations.items():
             description = cfg.holdout.description if name == "holdout" else name
+            if name in (cfg.get("evaluate_on") or {}):
+                description = f"{name} ({cfg.evaluate_on[name].get('_target_')})"
             lines.append(f"unseen process: {description} ({name}.csv):")
             lines.append(table[PRINTED].to_string(**fmt))
     return "\n".join([*lines, *result.notes])

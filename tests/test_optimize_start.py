@@ -255,3 +255,23 @@ def test_settings_are_checked_by_the_config_class():
     with pytest.raises(ValueError, match=r"optimize.steps=0: must be >= 1"):
         OptimizeConfig(steps=0)
     assert twin.optimize.DATA_GUARDS == ("restrict", "flag")
+
+
+def _cfg(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        return compose(config_name="optimize", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ([f"start_events={EXAMPLE / 'events.csv'}"], "the file holds 30 runs"),
+        (["start_run_id=R001"], "start_run_id='R001': needs start_events=FILE"),
+    ],
+)
+def test_run_refuses_an_ambiguous_start_before_any_work(tmp_path, overrides, message):
+    with pytest.raises(TwinInputError, match=message):
+        _experiment().run(_cfg(*overrides, "~holdout"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

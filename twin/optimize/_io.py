@@ -151,6 +151,19 @@ def _plot_pareto(frame: pd.DataFrame):
     return fig
 
 
+def _json_safe(value):
+    """``value`` with non-finite floats as ``null`` (strict JSON) and NumPy scalars as Python."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_optimization(result: Optimization, out_dir: str | Path) -> dict[str, Path]:
     """Write the files of ``result`` into ``out_dir`` (each atomically):
 
@@ -190,7 +203,7 @@ def write_optimization(result: Optimization, out_dir: str | Path) -> dict[str, P
         written[path.name] = path
     path = out / "search.json"
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(result.record, indent=2))
+        tmp.write_text(json.dumps(_json_safe(result.record), indent=2, allow_nan=False))
     written[path.name] = path
     for name, figure in (
         ("convergence.png", _plot_convergence(result)),

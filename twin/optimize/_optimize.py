@@ -150,7 +150,7 @@ def optimize_recipe(
     start_training = problem.outcomes(z0, donors)
     compile_forward_s = time.perf_counter() - began
     began = time.perf_counter()
-    start_loss, _, _ = problem.loss_and_gradient(z_search, donors)
+    start_loss, _, _ = problem.loss_and_gradient(z0, donors)  # the start's own smooth loss
     compile_gradient_s = time.perf_counter() - began
     say(f"compiled outcomes in {compile_forward_s:.0f} s, gradients in {compile_gradient_s:.0f} s")
     start_vector = float(start_training["vector_TU"].mean())

@@ -30,7 +30,17 @@ from ..kinetics import (
     ModelStructure,
     default_parameters,
 )
-from ..process import Downstream, product
+from ..observe import observables
+from ..process import (
+    EVENT_FIELDS,
+    Downstream,
+    Event,
+    Recipe,
+    build_schedule,
+    product,
+    stack_schedules,
+)
+from ..simulate import SolverSettings, simulate_batch
 from ._config import HoldoutConfig
 from ._population import DonorPopulation
 
@@ -131,3 +141,42 @@ def holdout_process(
         int(holdout.n_donors),
         int(holdout.seed),
     )
+
+
+def twin_events_evaluator(
+    process: TwinVariantProcess,
+    *,
+    solver: SolverSettings = SolverSettings(),
+    n_events: int = 64,
+    medium_glucose_mM: float = Recipe.medium_glucose_mM,
+    medium_il2_IU_per_mL: float = Recipe.medium_il2_IU_per_mL,
+) -> EventsEvaluator:
+    """A twin variant as an :data:`EventsEvaluator`: any batch record (padded to ``n_events``
+    slots, so every record of that size shares one compile) simulated for the process's
+    donors; blank medium cells take the given medium."""
+    donors = process.donors()
+    n = process.n_donors
+
+    def evaluate(events: pd.DataFrame) -> dict[str, np.ndarray]:
+        record = [
+            Event(
+                float(row["time_h"]),
+                row["operation"],
+                **{f: None if pd.isna(row[f]) else float(row[f]) for f in EVENT_FIELDS},
+            )
+            for _, row in events.iterrows()
+        ]
+        schedule = build_schedule(
+            record,
+            medium_glucose_mM=medium_glucose_mM,
+            medium_il2_IU_per_mL=medium_il2_IU_per_mL,
+            n_events=n_events,
+        )
+        schedules = stack_schedules([schedule] * n)
+        save = jnp.zeros((n, 1))
+        trajectory = simulate_batch(donors, schedules, save, process.structure, solver)
+        harvest = observables(trajectory.end_state)
+        ok = np.asarray(trajectory.success)
+        return {k: np.where(ok, np.asarray(harvest[k]), np.nan) for k in HARVEST_OBSERVABLES}
+
+    return evaluate
