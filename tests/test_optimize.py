@@ -156,9 +156,16 @@ def test_population_covariance_widens_the_donors():
 
 
 @pytest.fixture(scope="module")
-def problem():
+def problem(tmp_path_factory):
+    from twin.optimize import read_start_events, recipe_events
+
+    # The start is a batch record (the default recipe, transduced at 30 h), as a user's would be.
+    path = tmp_path_factory.mktemp("record") / "events.csv"
+    recipe_events(Recipe(transduction_time_h=30.0), "B1").to_csv(path, index=False)
+    start = read_start_events(path).recipe
+    assert start == Recipe(transduction_time_h=30.0)
     space = decision_space(
-        Recipe(transduction_time_h=30.0),
+        start,
         {"moi": (1.0, 15.0), "harvest_time_h": (150.0, 260.0)},
         trust_radius=0.5,
     )
@@ -185,7 +192,7 @@ def test_objective_gradient_matches_finite_differences(problem):
         np.testing.assert_allclose(gradient[i], finite, rtol=1e-3, atol=1e-7)
 
 
-def test_gradient_search_improves_on_the_start(problem):
+def test_gradient_search_improves_on_the_recorded_start(problem):
     problem, donors = problem
     z0 = problem.space.start()
     start_loss, _, _ = problem.loss_and_gradient(z0, donors)

@@ -54,6 +54,7 @@ from ._processes import (
     EventsProcess as EventsProcess,
     TwinVariantProcess as TwinVariantProcess,
     holdout_process as holdout_process,
+    plant_evaluator as plant_evaluator,
     twin_events_evaluator as twin_events_evaluator,
 )
 from ._search import (

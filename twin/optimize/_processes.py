@@ -180,3 +180,26 @@ def twin_events_evaluator(
         return {k: np.where(ok, np.asarray(harvest[k]), np.nan) for k in HARVEST_OBSERVABLES}
 
     return evaluate
+
+
+def plant_evaluator(plant: str, n_donors: int = 200, seed: int = 0) -> EventsEvaluator:
+    """A virtual plant of the mismatch bench (``twin.plants``) as an :data:`EventsEvaluator`:
+    ``n_donors`` donors of its population drawn from ``seed``, each batch simulated with the
+    plant's own equations (``twin.plants.evaluate_events``); a failed batch reads NaN.
+
+    For ``evaluate_on`` in ``configs/optimize.yaml``, e.g.
+    ``+evaluate_on.signal._target_=twin.optimize.plant_evaluator +evaluate_on.signal.plant=signal``.
+    """
+    from .. import plants  # the bench's own code; imported only when a plant is asked for
+
+    def evaluate(events: pd.DataFrame) -> dict[str, np.ndarray]:
+        table = plants.evaluate_events(plant, events, n_donors=n_donors, seed=seed)
+        ok = table["success"].to_numpy(bool)
+        return {
+            name: np.where(ok, table[name].to_numpy(float), np.nan)
+            if name in table
+            else np.full(len(table), np.nan)
+            for name in HARVEST_OBSERVABLES
+        }
+
+    return evaluate
