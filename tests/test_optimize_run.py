@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
+import twin.config  # noqa: F401  (registers the schemas the configs start from)
 from twin.data import read_events_file, read_run_data
 from twin.optimize import RESOLUTION, recipe_events
 
@@ -135,7 +136,7 @@ def test_the_search_improves_the_twins_objective_from_the_recorded_start(optimiz
     result, _, _ = optimized
     start_loss = result.record["start_smooth_loss_training"]
     assert math.isfinite(start_loss) and -0.95 < start_loss < -0.05  # the start is undecided
-    assert result.gradient.loss < start_loss - 0.02, (start_loss, result.gradient.history)
+    assert result.gradient.loss < start_loss - 0.01, (start_loss, result.gradient.history)
     # ... and stays inside what the example data covered
     decisions = pd.read_csv(result_dir(optimized) / "decisions.csv")
     assert not decisions["outside_data_range"].any()

@@ -93,13 +93,12 @@ def recipe_yaml(recipe: Recipe, header: list[str] = (), warnings: list[str] = ()
 
 
 def _resolution_note(result: Optimization) -> list[str]:
-    moved = ", ".join(
-        f"{name} to {RESOLUTION[name]:g} {_unit(name)}".rstrip() for name in result.space.names
-    )
+    moved = [f"{name} to {RESOLUTION[name]:g} {_unit(name)}" for name in result.space.names]
     return [
-        f"Start: {result.start_label}. Values the optimizer moved are rounded for use",
-        f"({moved}); everything else is as the start had it.",
-        "optimized_events.csv and decisions.csv hold the optimum at full precision.",
+        f"Start: {result.start_label}.",
+        "Values the optimizer moved are rounded for use: " + ", ".join(moved) + ";",
+        "everything else is as the start had it. optimized_events.csv and decisions.csv hold",
+        "the optimum at full precision.",
     ]
 
 
