@@ -275,3 +275,30 @@ def test_run_refuses_an_ambiguous_start_before_any_work(tmp_path, overrides, mes
     with pytest.raises(TwinInputError, match=message):
         _experiment().run(_cfg(*overrides, "~holdout"), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_events_process_applies_the_twins_release_checks():
+    """An outside process returns harvest observables; the twin's downstream decides, and a
+    failed batch (NaN) counts as not conforming."""
+    from twin.optimize import EventsProcess
+    from twin.process import Downstream
+
+    seen = []
+
+    def plant(events):
+        seen.append(events)
+        return {
+            "viable_cells": np.array([2e9, 2e9, 2e8, np.nan]),
+            "viability": np.array([0.95, 0.6, 0.95, 0.9]),
+            "car_pos_fraction": np.full(4, 0.4),
+            "vcn_per_transduced_cell": np.full(4, 2.0),
+        }
+
+    events = recipe_events(Recipe(), "start")
+    out = EventsProcess("p", "a plant", plant).outcomes(events, Downstream())
+    # donor 0 passes; 1 fails viability; 2 yields 0.4 x 0.87 x 0.9 x 2e8 = 6.3e7 < one dose
+    np.testing.assert_array_equal(out["conforming"], [1.0, 0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(out["success"], [1.0, 1.0, 1.0, 0.0])
+    np.testing.assert_allclose(out["product_viable_car_pos_cells"][0], 0.4 * 0.87 * 0.9 * 2e9)
+    assert out["conforming_doses"][0] == 6.0  # floor(6.26e8 / 1e8)
+    assert seen[0] is events
