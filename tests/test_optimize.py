@@ -156,9 +156,16 @@ def test_population_covariance_widens_the_donors():
 
 
 @pytest.fixture(scope="module")
-def problem():
+def problem(tmp_path_factory):
+    from twin.optimize import read_start_events, recipe_events
+
+    # The start is a batch record (the default recipe, transduced at 30 h), as a user's would be.
+    path = tmp_path_factory.mktemp("record") / "events.csv"
+    recipe_events(Recipe(transduction_time_h=30.0), "B1").to_csv(path, index=False)
+    start = read_start_events(path).recipe
+    assert start == Recipe(transduction_time_h=30.0)
     space = decision_space(
-        Recipe(transduction_time_h=30.0),
+        start,
         {"moi": (1.0, 15.0), "harvest_time_h": (150.0, 260.0)},
         trust_radius=0.5,
     )
@@ -185,7 +192,7 @@ def test_objective_gradient_matches_finite_differences(problem):
         np.testing.assert_allclose(gradient[i], finite, rtol=1e-3, atol=1e-7)
 
 
-def test_gradient_search_improves_on_the_start(problem):
+def test_gradient_search_improves_on_the_recorded_start(problem):
     problem, donors = problem
     z0 = problem.space.start()
     start_loss, _, _ = problem.loss_and_gradient(z0, donors)
@@ -236,20 +243,21 @@ def test_sobol_filters_points_over_the_vector_limit(problem):
 
 
 def _optimized_output(tmp_path):
-    """The recipe file and run-data folder experiments/optimize.py writes, for a moved recipe."""
-    sys.path.insert(0, str(REPO_ROOT / "experiments"))
-    try:
-        import optimize as experiment
-    finally:
-        sys.path.pop(0)
+    """The recipe file and batch record twin.optimize writes, for a moved recipe."""
+    from twin.optimize import recipe_events, recipe_yaml
+
     recipe = Recipe()
     space = decision_space(recipe, BOUNDS, trust_radius=0.5)
     z = space.start() + np.linspace(-0.7, 0.9, space.dimension)
     values = space.to_values(jnp.asarray(z))
     optimized = twin.process.recipe_with_values(recipe, values)
     (tmp_path / "recipe").mkdir()
-    (tmp_path / "recipe" / "optimized.yaml").write_text(experiment._recipe_yaml(optimized))
-    twin.data.write_run_data(experiment._run_data(optimized, 1000.0), tmp_path / "optimized_run")
+    (tmp_path / "recipe" / "optimized.yaml").write_text(recipe_yaml(optimized))
+    folder = tmp_path / "optimized_run"
+    folder.mkdir()
+    recipe_events(optimized, "optimized").to_csv(folder / "events.csv", index=False)
+    (folder / "runs.csv").write_text("run_id,donor_id\noptimized,virtual\n")
+    (folder / "measurements.csv").write_text("run_id,time_h,variable,value\n")
     return recipe, values
 
 
@@ -317,10 +325,10 @@ def test_experiment_runs_and_its_recipe_simulates(tmp_path):
         assert (run_dir / name).is_file(), name
     for table in ("comparison", "holdout"):
         frame = pd.read_csv(run_dir / f"{table}.csv")
-        assert list(frame["recipe"]) == ["default", "gradient", "sobol"]
+        assert list(frame["recipe"]) == ["start", "gradient", "sobol"]
         assert frame["vector_limit_met"].all()
     assert "unseen process" in result.stdout and "vector limit" in result.stdout
-    twin.data.read_run_data(run_dir / "optimized_run")
+    twin.data.read_events_file(run_dir / "optimized_events.csv")
     simulate = REPO_ROOT / "experiments" / "simulate.py"
     result = subprocess.run(
         [
@@ -341,6 +349,7 @@ def test_population_comes_from_a_calibration(tmp_path):
     from test_forecast import known_calibration
 
     from twin.calibrate import write_calibration
+    from twin.forecast._io import calibration_from_path
     from twin.optimize import population_from_calibration
 
     sys.path.insert(0, str(REPO_ROOT / "experiments"))
@@ -350,10 +359,9 @@ def test_population_comes_from_a_calibration(tmp_path):
         sys.path.pop(0)
     calibration = known_calibration()
     write_calibration(calibration, tmp_path / "calibration.nc")
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="optimize", overrides=[f"calibration={tmp_path}"])
-    population, structure = experiment._population(cfg, None, None)
-    assert structure == calibration.structure
+    loaded = calibration_from_path(str(tmp_path))
+    assert loaded.structure == calibration.structure
+    population = population_from_calibration(loaded)
     expected = population_from_calibration(calibration)
     assert dict(population.donor_sd) == dict(expected.donor_sd)
     np.testing.assert_allclose(population.covariance, expected.covariance)
@@ -363,6 +371,7 @@ def test_population_comes_from_a_calibration(tmp_path):
     assert np.ptp(np.log(np.asarray(donors.max_growth_rate_per_h))) > 0.1
     assert np.ptp(np.log(np.asarray(donors.lysis_rate_per_h))) < 1e-4
 
-    cfg.calibration = str(tmp_path / "missing")
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="optimize", overrides=[f"calibration={tmp_path / 'missing'}"])
     with pytest.raises(TwinInputError, match="no calibration file"):
         experiment.run(cfg, tmp_path / "out")

@@ -43,6 +43,18 @@ def _experiment():
     return experiment
 
 
+def _holdout(cfg, params, structure):
+    """The unseen process of ``cfg`` as ``(population, structure)``, or ``None`` without one."""
+    from omegaconf import OmegaConf
+
+    from twin.optimize import holdout_process
+
+    if cfg.get("holdout") is None:
+        return None
+    process = holdout_process(OmegaConf.to_object(cfg.holdout), params, structure)
+    return process.population, process.structure
+
+
 def _cfg(*overrides: str):
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
         return compose(config_name="optimize", overrides=list(overrides))
@@ -128,16 +140,15 @@ def test_coverage_comes_from_the_calibration_runs(tmp_path):
 
 
 def test_holdout_process_is_the_example_generator():
-    experiment = _experiment()
     cfg = _cfg()
     params, structure, _ = twin.config.model_from_config(cfg.model)
-    population, holdout_structure = experiment._holdout(cfg, params, structure)
+    population, holdout_structure = _holdout(cfg, params, structure)
     assert holdout_structure.lag_stages == 6 and structure.lag_stages == 4
     generator = (REPO_ROOT / "configs" / "experiment" / "example_dataset.yaml").read_text()
     for name, sd in population.donor_sd.items():
         assert f"{name}: {sd}" in generator
     assert "glucose_per_new_cell_pmol" in population.donor_sd
-    assert experiment._holdout(_cfg("~holdout"), params, structure) is None
+    assert _holdout(_cfg("~holdout"), params, structure) is None
 
 
 def test_holdout_evaluation_simulates_the_unseen_process():
@@ -147,10 +158,9 @@ def test_holdout_evaluation_simulates_the_unseen_process():
     from twin.process import product
     from twin.reference import ReferenceSolver
 
-    experiment = _experiment()
     cfg = _cfg("holdout.n_donors=2")
     params, structure, _ = twin.config.model_from_config(cfg.model)
-    population, holdout_structure = experiment._holdout(cfg, params, structure)
+    population, holdout_structure = _holdout(cfg, params, structure)
     donors = population.sample(jax.random.PRNGKey(cfg.holdout.seed), 2)
     recipe, downstream = Recipe(), Downstream()
     space = decision_space(recipe, {"moi": (1.0, 15.0)})

@@ -13,7 +13,7 @@ from ._contract import (
     TABLES,
     TIME_UNITS,
 )
-from ._read import read_run_data
+from ._read import read_events_file, read_run_data
 from ._run_data import RunData
 from ._write import write_run_data
 from ._xarray import read_netcdf, run_data_from_xarray, run_data_to_xarray, write_netcdf
@@ -27,6 +27,7 @@ __all__ = [
     "TABLES",
     "TIME_UNITS",
     "RunData",
+    "read_events_file",
     "read_netcdf",
     "read_run_data",
     "run_data_from_xarray",

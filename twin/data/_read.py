@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ from twin._errors import TwinInputError
 from twin.process._bounds import DEFAULT_BOUNDS, PlausibilityBounds
 
 from ._check import ProblemReport, check_tables, suggestion
-from ._contract import COLUMNS, TABLES, file_name
+from ._contract import COLUMNS, TABLES, TEXT_COLUMNS, file_name
 from ._run_data import RunData
 from ._table import Table, run_data_from_tables
 
@@ -45,9 +46,38 @@ def read_run_data(path: str | Path, bounds: PlausibilityBounds = DEFAULT_BOUNDS)
     return run_data_from_tables(tables)
 
 
-def _read_table(folder: Path, kind: str, report: ProblemReport) -> Table | None:
+def read_events_file(path: str | Path) -> tuple[pd.DataFrame, tuple[int, ...]]:
+    """Read and validate one events table (``events.csv`` format, any file name), e.g. a single
+    batch record to start an optimization from.
+
+    **Returns:** ``(events, lines)``: the events (contract columns, numbers parsed, empty cells
+    NaN, rows as recorded) and the file line of each row (header = line 1).
+
+    **Raises:** :class:`~twin._errors.TwinInputError` listing every problem, one line each,
+    named by the file, line and column, as :func:`read_run_data`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise TwinInputError(f"events file {what}: {path}")
+    report = ProblemReport()
+    table = _read_table(path.parent, "events", report, name=path.name)
+    if table is not None:
+        check_tables({"events": table}, report)
+    if report.lines:
+        raise TwinInputError(f"{len(report.lines)} problems in events file {path}", report.lines)
+    frame = table.frame.copy()
+    for column in COLUMNS["events"]:
+        if column not in TEXT_COLUMNS:
+            frame[column] = [float(text) if text else math.nan for text in frame[column]]
+    return frame, table.lines
+
+
+def _read_table(
+    folder: Path, kind: str, report: ProblemReport, name: str | None = None
+) -> Table | None:
     """The file's cells as text, or ``None`` (with reported problems) if it cannot be used."""
-    name = file_name(kind)
+    name = file_name(kind) if name is None else name
     path = folder / name
     if not path.is_file():
         report.file(kind, f"{name}: file not found in {folder}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from ._objective import Prices
+from ._objective import OBJECTIVES, Prices
+
+DATA_GUARDS: tuple[str, ...] = ("restrict", "flag")
 
 
 @dataclasses.dataclass
@@ -41,6 +44,37 @@ class OptimizeConfig:
     pareto_steps: int = 10
     n_bootstrap: int = 2000
     prices: Prices = dataclasses.field(default_factory=Prices)
+
+    def __post_init__(self):
+        """Checks that need no data; each message names the ``optimize.*`` key and value."""
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"optimize.objective={self.objective!r}: choose from {list(OBJECTIVES)}"
+            )
+        for key in ("n_donors", "n_eval_donors", "starts", "steps", "pareto_steps", "n_bootstrap"):
+            if not getattr(self, key) >= 1:
+                raise ValueError(f"optimize.{key}={getattr(self, key)!r}: must be >= 1")
+        for key in ("temperature", "learning_rate"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"optimize.{key}={getattr(self, key)!r}: must be > 0")
+        ratio = self.max_vector_TU_ratio
+        if ratio is not None and not (math.isfinite(ratio) and ratio > 0):
+            raise ValueError(f"optimize.max_vector_TU_ratio={ratio!r}: must be > 0 or null")
+        if self.data_guard not in DATA_GUARDS:
+            raise ValueError(
+                f"optimize.data_guard={self.data_guard!r}: choose from {list(DATA_GUARDS)}"
+            )
+        for name, pair in self.data_ranges.items():
+            if name not in self.decisions or len(pair) != 2 or not pair[0] <= pair[1]:
+                raise ValueError(
+                    f"optimize.data_ranges.{name}={list(pair)!r}: expected [low, high] of a "
+                    "decision"
+                )
+
+    @property
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        """The decisions' boxes, name -> ``(low, high)``."""
+        return {name: (float(b.low), float(b.high)) for name, b in self.decisions.items()}
 
 
 @dataclasses.dataclass

@@ -83,8 +83,10 @@ def restrict_to_ranges(
     ranges: Mapping[str, tuple[float, float]],
 ) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
     """Intersect each decision's box with its covered range (decisions without a range keep
-    their box). A decision whose start value (every entry) is not strictly inside the
-    intersection cannot move without extrapolating: it is held at the start.
+    their box). A decision whose start value (any entry) is outside the intersection, or whose
+    intersection is a single value, cannot move without extrapolating: it is held at the
+    start. A start on the edge of the covered range (e.g. the longest recorded culture) may
+    move inward.
 
     **Returns:** ``(bounds, held)``: the narrowed boxes of the decisions left free, and per
     held decision a readable reason.
@@ -96,12 +98,13 @@ def restrict_to_ranges(
             continue
         lo, hi = max(float(low), ranges[name][0]), min(float(high), ranges[name][1])
         x0 = np.atleast_1d(np.asarray(start[name], float))
-        if lo < hi and np.all((lo < x0) & (x0 < hi)):
+        if x0.size and lo < hi and np.all((lo <= x0) & (x0 <= hi)):
             narrowed[name] = (lo, hi)
         else:
             covered = ranges[name]
             held[name] = (
-                f"{name} held at the start recipe's value: the calibration data cover only "
+                f"{name} held at the start recipe's value "
+                f"{' '.join(f'{v:.4g}' for v in x0)}: the calibration data cover only "
                 f"{covered[0]:.4g}-{covered[1]:.4g}"
             )
     return narrowed, held

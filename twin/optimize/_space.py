@@ -32,6 +32,8 @@ _FRACTIONS: frozenset[str] = frozenset({"exchange_fraction"})
 _POSITIVE: frozenset[str] = frozenset({"seed_cells", "seed_volume_ml"})
 # Closer than this (normalized units) to an edge counts as sitting at it.
 _EDGE_TOL = 1e-3
+# |z| beyond this the logit map is too flat for a gradient search to start from.
+SEARCH_START_LIMIT = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,16 +97,23 @@ class DecisionSpace:
         return np.concatenate(blocks)
 
     def to_unconstrained(self, values: Mapping[str, Array]) -> np.ndarray:
-        """The ``z`` of ``values`` (inverse of :meth:`to_values`; values must lie strictly
-        inside the trust region)."""
+        """The ``z`` of ``values`` (inverse of :meth:`to_values`; values inside the trust
+        region; one on its edge maps to -inf or +inf, which :meth:`to_values` maps back)."""
         u = self.normalized(values)
         a, b = np.asarray(self.u_low), np.asarray(self.u_high)
-        s = (u - a) / (b - a)
-        return np.log(s) - np.log1p(-s)
+        s = np.clip((u - a) / (b - a), 0.0, 1.0)
+        with np.errstate(divide="ignore"):
+            return np.log(s) - np.log1p(-s)
 
     def start(self) -> np.ndarray:
-        """``z`` of the base recipe."""
+        """``z`` of the base recipe (infinite for a value on the edge of its box, e.g. a
+        recorded harvest time at the edge of the calibration data's range)."""
         return self.to_unconstrained(recipe_values(self.recipe))
+
+    def search_start(self) -> np.ndarray:
+        """Where a gradient search starts: :meth:`start`, pulled inside ``|z| <= 3`` (5 % of
+        the trust region from its edge), where the logit map still has a slope."""
+        return np.clip(self.start(), -SEARCH_START_LIMIT, SEARCH_START_LIMIT)
 
     def from_unit_cube(self, s: Float[np.ndarray, "n D"]) -> np.ndarray:
         """``z`` of points ``s`` of the unit cube spread over the trust region (for samplers)."""
@@ -159,10 +168,10 @@ def decision_space(
             problems.append(f"{key}=[{low:g}, {high:g}]: needs low > 0")
         elif size == 0:
             problems.append(f"{key}: the recipe has no such steps to optimize")
-        elif not np.all((low < x0) & (x0 < high)):
+        elif not np.all((low <= x0) & (x0 <= high)):
             problems.append(
                 f"{key}=[{low:g}, {high:g}]: the start recipe's value "
-                f"{np.array2string(x0, precision=6)} must lie strictly inside"
+                f"{np.array2string(x0, precision=6)} must lie inside"
             )
         elif name in ORDERED and not np.all(np.diff(x0) > 0):
             problems.append(f"{key}: the start recipe's times must be strictly increasing")
