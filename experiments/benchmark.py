@@ -62,6 +62,7 @@ import twin.config as twin_config
 from twin import TwinInputError, simulate
 from twin._atomic import atomic_path
 from twin._cli import exit_on_input_error
+from twin.calibrate import CalibrationConfig
 from twin.calibrate._model import map_runs
 from twin.interop import export_sbml, roadrunner_batch
 from twin.interop._sbml import vector_field
@@ -78,18 +79,7 @@ from twin.reference import ReferenceSolver
 jax.config.update("jax_enable_x64", True)
 
 EXPERIMENTS = Path(__file__).resolve().parent
-_CALIBRATED = (  # the default fit's parameters (twin.calibrate._config)
-    "max_growth_rate_per_h",
-    "activation_lag_h",
-    "activation_efficiency",
-    "susceptible_fraction",
-    "transduction_rate_mL_per_TU_h",
-    "base_death_rate_per_h",
-    "glucose_per_new_cell_pmol",
-    "lactate_per_glucose",
-    "growth_decline_time_h",
-    "il2_uptake_IU_per_cell_h",
-)
+_CALIBRATED = tuple(CalibrationConfig().fitted)  # the default fit's parameters
 
 
 class Clock:

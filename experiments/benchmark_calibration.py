@@ -354,7 +354,7 @@ def report(result: dict) -> str:
 
 @hydra.main(config_path="../configs", config_name="benchmark_calibration", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         result = run(cfg, Path(HydraConfig.get().runtime.output_dir))
         print(report(result))
 

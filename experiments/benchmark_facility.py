@@ -100,7 +100,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 
 @hydra.main(config_path="../configs", config_name="benchmark_facility", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         report = run(cfg, out_dir)
         print(json.dumps(report, indent=2))

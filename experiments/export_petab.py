@@ -55,7 +55,7 @@ def run(cfg: DictConfig, out_dir: Path) -> Path:
 
 @hydra.main(config_path="../configs", config_name="export_petab", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         path = run(cfg, Path(HydraConfig.get().runtime.output_dir))
         print(f"PEtab problem: {path}")
 

@@ -72,7 +72,7 @@ def run(cfg: DictConfig, out_dir: Path) -> Path:
 
 @hydra.main(config_path="../configs", config_name="export_sbml", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         path = run(cfg, Path(HydraConfig.get().runtime.output_dir))
         print(f"SBML model: {path}")
 

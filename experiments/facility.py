@@ -119,7 +119,7 @@ def _json_default(value):
 
 @hydra.main(config_path="../configs", config_name="facility", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         summary = run(cfg, out_dir)
         for key in (

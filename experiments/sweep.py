@@ -236,7 +236,7 @@ def _write_summary(out_dir: Path, summary: dict) -> None:
 
 @hydra.main(config_path="../configs", config_name="sweep", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         summary = run(cfg, out_dir)
         lines = [f"sweep.zarr in {out_dir}"]

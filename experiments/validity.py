@@ -268,7 +268,7 @@ def _write(out_dir: Path, frames, converged, horizon_h: float, figure: bool = Fa
 
 @hydra.main(config_path="../configs", config_name="validity", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_input_error():
+    with exit_on_input_error(cfg):
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         result = run(cfg, out_dir)
         print(f"viable CAR+ cells at harvest, forecast {cfg.horizon_h:g} h ahead")
