@@ -21,9 +21,8 @@ from omegaconf import DictConfig
 import twin.config as twin_config
 from twin import TwinInputError
 from twin._atomic import atomic_path
-from twin._cli import exit_on_input_error, resolve_user_path
+from twin._cli import exit_on_input_error
 from twin.interop import export_sbml
-from twin.process import build_schedule
 from twin.provenance import write_provenance
 
 jax.config.update("jax_enable_x64", True)
@@ -32,24 +31,8 @@ jax.config.update("jax_enable_x64", True)
 def schedule_from_config(cfg: DictConfig):
     """The recipe's schedule, or a recorded run's (``data_dir`` + ``run_id``); and its label."""
     recipe = twin_config.recipe_from_config(cfg.recipe)
-    if cfg.data_dir is None:
-        if cfg.run_id is not None:
-            raise TwinInputError(f"run_id={cfg.run_id!r} needs data_dir (the run-data folder)")
-        return recipe.schedule(capacity_ml=cfg.cartridge_capacity_ml), "recipe"
-    from twin.data import read_run_data
-
-    data = read_run_data(resolve_user_path(cfg.data_dir))
-    if cfg.run_id is None:
-        raise TwinInputError(f"data_dir={cfg.data_dir!r} needs run_id (one of {data.run_ids})")
-    run_id = str(cfg.run_id)
-    if run_id not in data.run_ids:
-        raise TwinInputError(f"run_id={run_id!r} is not in {cfg.data_dir} (runs: {data.run_ids})")
-    schedule = build_schedule(
-        data.events_for(run_id),
-        medium_glucose_mM=recipe.medium_glucose_mM,
-        medium_il2_IU_per_mL=recipe.medium_il2_IU_per_mL,
-    )
-    return schedule, run_id
+    schedule, _, run_id = twin_config.batch_from_config(cfg, recipe)
+    return schedule, run_id or "recipe"
 
 
 def run(cfg: DictConfig, out_dir: Path) -> Path:

@@ -23,9 +23,8 @@ from omegaconf import DictConfig
 import twin.config as twin_config
 from twin import TwinInputError, simulate
 from twin._atomic import atomic_path
-from twin._cli import exit_on_input_error, resolve_user_path
+from twin._cli import exit_on_input_error
 from twin.plots import plot_batch, save_figure
-from twin.process import build_schedule
 from twin.provenance import write_provenance
 from twin.simulate import SolveResult
 from twin.trajectories import trajectory_dataset
@@ -55,28 +54,6 @@ _SUMMARY_ROWS = (
 )
 
 
-def _schedule_and_measurements(cfg: DictConfig, recipe):
-    if cfg.data_dir is None:
-        if cfg.run_id is not None:
-            raise TwinInputError(f"run_id={cfg.run_id!r} needs data_dir (the run-data folder)")
-        schedule = recipe.schedule(capacity_ml=cfg.cartridge_capacity_ml)
-        return schedule, None, "recipe"
-    from twin.data import read_run_data
-
-    data = read_run_data(resolve_user_path(cfg.data_dir))
-    if cfg.run_id is None:
-        raise TwinInputError(f"data_dir={cfg.data_dir!r} needs run_id (one of {data.run_ids})")
-    run_id = str(cfg.run_id)
-    if run_id not in data.run_ids:
-        raise TwinInputError(f"run_id={run_id!r} is not in {cfg.data_dir} (runs: {data.run_ids})")
-    schedule = build_schedule(
-        data.events_for(run_id),
-        medium_glucose_mM=recipe.medium_glucose_mM,
-        medium_il2_IU_per_mL=recipe.medium_il2_IU_per_mL,
-    )
-    return schedule, data.measurements_for(run_id), run_id
-
-
 def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     """Simulate, write the outputs into ``out_dir`` and return the summary table."""
     params, structure, solver = twin_config.model_from_config(cfg.model)
@@ -84,7 +61,8 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     downstream = twin_config.downstream_from_config(cfg.downstream)
     if not cfg.save_interval_h > 0:
         raise TwinInputError(f"save_interval_h={cfg.save_interval_h!r}: must be > 0")
-    schedule, measurements, run_id = _schedule_and_measurements(cfg, recipe)
+    schedule, measurements, run_id = twin_config.batch_from_config(cfg, recipe)
+    run_id = run_id or "recipe"
 
     end_h = float(schedule.end_time_h)
     n_saves = end_h / cfg.save_interval_h

@@ -15,13 +15,15 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from ._cli import resolve_user_path
 from ._errors import TwinInputError
 from .assays import AssayNoise
 from .calibrate import CalibrationConfig
+from .data import read_run_data
 from .facility import register_schema as _register_facility_schema
 from .forecast import ForecastSettings
 from .kinetics import PARAMETER_TABLE, KineticParameters, ModelStructure, default_parameters
-from .process import Recipe
+from .process import Recipe, build_schedule
 from .process._downstream import Downstream
 from .simulate import SolverSettings
 
@@ -123,3 +125,30 @@ def noise_from_config(cfg_noise: DictConfig) -> AssayNoise:
 
 def forecast_settings_from_config(cfg_forecast: DictConfig) -> ForecastSettings:
     return _to_object(cfg_forecast, "forecast")
+
+
+def batch_from_config(cfg: DictConfig, recipe: Recipe):
+    """The batch a command runs: ``recipe``'s schedule, or with ``data_dir`` and ``run_id`` that
+    recorded run's (with the recipe's medium where the record names none).
+
+    **Returns:** ``(schedule, measurements, run_id)``; measurements and run_id ``None`` for
+    the recipe.
+    **Raises:** :class:`TwinInputError` naming ``data_dir`` or ``run_id`` and the value.
+    """
+    if cfg.data_dir is None:
+        if cfg.run_id is not None:
+            raise TwinInputError(f"run_id={cfg.run_id!r} needs data_dir (the run-data folder)")
+        schedule = recipe.schedule(capacity_ml=cfg.cartridge_capacity_ml)
+        return schedule, None, None
+    data = read_run_data(resolve_user_path(cfg.data_dir))
+    if cfg.run_id is None:
+        raise TwinInputError(f"data_dir={cfg.data_dir!r} needs run_id (one of {data.run_ids})")
+    run_id = str(cfg.run_id)
+    if run_id not in data.run_ids:
+        raise TwinInputError(f"run_id={run_id!r} is not in {cfg.data_dir} (runs: {data.run_ids})")
+    schedule = build_schedule(
+        data.events_for(run_id),
+        medium_glucose_mM=recipe.medium_glucose_mM,
+        medium_il2_IU_per_mL=recipe.medium_il2_IU_per_mL,
+    )
+    return schedule, data.measurements_for(run_id), run_id

@@ -313,14 +313,14 @@ def _scaled_data_residuals(result: LMResult, problem: CalibrationProblem) -> np.
     return result.residuals[: int(np.prod(shape))].reshape(shape)
 
 
-def _raw_residuals(
+def _predicted(
     result: LMResult, problem: CalibrationProblem, noise_sd: np.ndarray, spec: ModelSpec
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(observed - predicted`` on each assay's scale, ``[runs, times, variables]``; and the
-    predictions in natural units), recovered from the fit's residuals."""
+) -> np.ndarray:
+    """The fit's predictions in natural units, ``[runs, times, variables]``, recovered from
+    its residuals (:func:`~twin.assays.predicted_from_residual`)."""
     scaled = _scaled_data_residuals(result, problem)
     observed = np.asarray(problem.arrays.observed)
-    predicted = np.stack(
+    return np.stack(
         [
             np.asarray(
                 predicted_from_residual(
@@ -331,14 +331,18 @@ def _raw_residuals(
         ],
         axis=-1,
     )
-    raw = np.stack(
+
+
+def _censored(problem: CalibrationProblem, spec: ModelSpec) -> np.ndarray:
+    """Which entries of the observed array are censored readings, ``[runs, times, variables]``."""
+    observed = np.asarray(problem.arrays.observed)
+    return np.stack(
         [
-            np.asarray(to_assay_scale(v, observed[..., j]) - to_assay_scale(v, predicted[..., j]))
+            np.asarray(censored(v, observed[..., j], spec.likelihood))
             for j, v in enumerate(MEASURED_VARIABLES)
         ],
         axis=-1,
     )
-    return raw, predicted
 
 
 def _residual_rms(
@@ -347,16 +351,17 @@ def _residual_rms(
     """Each assay's RMS residual on its own scale (the noise SD that the fit implies), over
     the uncensored measurements of runs whose solve succeeded; the current SD where there are
     none."""
-    raw, _ = _raw_residuals(result, problem, noise_sd, spec)
     observed = np.asarray(problem.arrays.observed)
-    uncensored = np.stack(
+    predicted = _predicted(result, problem, noise_sd, spec)
+    raw = np.stack(
         [
-            ~np.asarray(censored(v, observed[..., j], spec.likelihood))
+            np.asarray(to_assay_scale(v, observed[..., j]) - to_assay_scale(v, predicted[..., j]))
             for j, v in enumerate(MEASURED_VARIABLES)
         ],
         axis=-1,
     )
-    used = np.asarray(problem.arrays.mask) & uncensored & result.run_success[:, None, None]
+    used = np.asarray(problem.arrays.mask) & ~_censored(problem, spec)
+    used &= result.run_success[:, None, None]
     used[len(problem.run_ids) :] = False
     count = used.sum(axis=(0, 1))
     total = np.where(used, raw**2, 0.0).sum(axis=(0, 1))
@@ -370,24 +375,17 @@ def _observations(
     readings at or below their detection limit."""
     scaled = _scaled_data_residuals(result, problem)
     arrays = problem.arrays
-    mask = np.asarray(arrays.mask)
-    run, time, variable = np.nonzero(mask)
-    observed = np.asarray(arrays.observed)[run, time, variable]
-    names = np.asarray(MEASURED_VARIABLES)[variable]
-    predicted = _raw_residuals(result, problem, noise_sd, spec)[1][run, time, variable]
-    is_censored = np.zeros(observed.size, bool)
-    for j, name in enumerate(MEASURED_VARIABLES):
-        chosen = variable == j
-        is_censored[chosen] = np.asarray(censored(name, observed[chosen], spec.likelihood))
+    index = np.nonzero(np.asarray(arrays.mask))
+    run, time, variable = index
     return pd.DataFrame(
         {
             "run_id": np.asarray(problem.run_ids)[run],
             "time_h": np.asarray(arrays.time_h)[run, time],
-            "variable": names,
-            "observed": observed,
-            "predicted": predicted,
-            "scaled_residual": scaled[run, time, variable],
-            "censored": is_censored,
+            "variable": np.asarray(MEASURED_VARIABLES)[variable],
+            "observed": np.asarray(arrays.observed)[index],
+            "predicted": _predicted(result, problem, noise_sd, spec)[index],
+            "scaled_residual": scaled[index],
+            "censored": _censored(problem, spec)[index],
         }
     )
 

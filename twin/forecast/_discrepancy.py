@@ -31,7 +31,7 @@ import pandas as pd
 from ..assays import ASSAY_SCALES
 from ..calibrate import DiscrepancySettings
 from ..data import RunData
-from ._io import harvest_times, truncate
+from ._io import measured_at_harvest, truncate
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +73,6 @@ def from_scale(variable: str, z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def observed_outcomes(data: RunData) -> pd.DataFrame:
-    """Measured forecast variables at each finished run's harvest (wide, indexed by run_id)."""
-    harvest = harvest_times(data)
-    m = data.measurements
-    at = m[m["time_h"] == m["run_id"].map(harvest)]
-    wide = at.pivot_table(index="run_id", columns="variable", values="value")
-    if {"viable_cells", "car_pos_fraction"} <= set(wide.columns):
-        wide["viable_car_pos_cells"] = wide["viable_cells"] * wide["car_pos_fraction"]
-    return wide[[v for v in DISCREPANCY_SCALES if v in wide.columns]]
-
-
 def discrepancy_scores(
     observed: np.ndarray, median: np.ndarray, lower: np.ndarray, upper: np.ndarray, variable: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -123,7 +112,8 @@ def learn_discrepancy(
 
     forecast_settings = ForecastSettings() if forecast_settings is None else forecast_settings
 
-    observed = observed_outcomes(data)
+    wide = measured_at_harvest(data)
+    observed = wide[[v for v in DISCREPANCY_SCALES if v in wide.columns]]
     runs = [r for r in data.run_ids if r in observed.index]
     empty = pd.DataFrame(columns=list(DISCREPANCY_COLUMNS))
     if len(runs) < 5 or not settings.horizons_h:

@@ -71,13 +71,21 @@ def subset(data: RunData, run_ids: list[str]) -> RunData:
     )
 
 
-def observed_at_harvest(data: RunData) -> pd.DataFrame:
-    """Measured viable CAR+ cells at each finished run's harvest (viable cells x %CAR+)."""
+def measured_at_harvest(data: RunData) -> pd.DataFrame:
+    """Every variable measured at each finished run's harvest (wide, indexed by run_id), with
+    ``viable_car_pos_cells`` = viable cells x %CAR+ where both were measured."""
     harvest = harvest_times(data)
     m = data.measurements
     at = m[m["time_h"] == m["run_id"].map(harvest)]
     wide = at.pivot_table(index="run_id", columns="variable", values="value")
-    if not {"viable_cells", "car_pos_fraction"} <= set(wide.columns):
+    if {"viable_cells", "car_pos_fraction"} <= set(wide.columns):
+        wide["viable_car_pos_cells"] = wide["viable_cells"] * wide["car_pos_fraction"]
+    return wide
+
+
+def observed_at_harvest(data: RunData) -> pd.DataFrame:
+    """Measured viable CAR+ cells at each finished run's harvest (viable cells x %CAR+)."""
+    wide = measured_at_harvest(data)
+    if "viable_car_pos_cells" not in wide.columns:
         return pd.DataFrame(columns=["run_id", "observed"])
-    product = (wide["viable_cells"] * wide["car_pos_fraction"]).dropna()
-    return product.rename("observed").reset_index()
+    return wide["viable_car_pos_cells"].dropna().rename("observed").reset_index()
