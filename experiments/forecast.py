@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 import twin.config as twin_config
 from twin._atomic import atomic_path
 from twin._cli import exit_on_input_error, resolve_user_path
-from twin.data import read_run_data
+from twin.data import RunData, read_run_data
 from twin.forecast import forecast, plot_fan_chart
 from twin.forecast._io import calibration_from_path
 from twin.plots import save_figure
@@ -43,12 +43,14 @@ PRINTED = (
 )
 
 
-def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
-    """Forecast every run of ``cfg.data_dir``; write the outputs; return the per-run table."""
+def run(cfg: DictConfig, out_dir: Path, data: RunData | None = None) -> pd.DataFrame:
+    """Forecast every run of ``data`` (default: read from ``cfg.data_dir``); write the outputs;
+    return the per-run table."""
     downstream = twin_config.downstream_from_config(cfg.downstream)
     settings = twin_config.forecast_settings_from_config(cfg.forecast)
     calibration = calibration_from_path(cfg.calibration)
-    data = read_run_data(resolve_user_path(str(cfg.data_dir)))
+    if data is None:
+        data = read_run_data(resolve_user_path(str(cfg.data_dir)))
     recipe = cfg.get("recipe")
     plan = None if recipe is None else twin_config.recipe_from_config(recipe)
     chosen = HydraConfig.get().runtime.choices.get("recipe") if HydraConfig.initialized() else None

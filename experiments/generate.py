@@ -3,10 +3,13 @@
     python experiments/generate.py                                  # 10 donors x 3 runs
     python experiments/generate.py out_dir=data/virtual n_donors=4 seed=7
     python experiments/generate.py out_dir=twin/data/example overwrite=true   # the shipped example
+    python experiments/generate.py running_at_h=120   # batches still running on day 5
 
 The dataset folder holds runs.csv, events.csv, measurements.csv (RUN_DATA.md), plus
 true_parameters.csv (each run's kinetic parameters, natural units) and generate_config.yaml
-(the resolved config that made it).
+(the resolved config that made it). With ``running_at_h``, each run is recorded only up to that
+hour (no harvest yet: batches still running, for ``forecast.py``); ``true_parameters.csv`` still
+holds the parameters their whole course follows.
 """
 
 from __future__ import annotations
@@ -55,11 +58,16 @@ def run(cfg: DictConfig, out_dir: Path) -> Path:
         run_id_format=cfg.run_id_format,
         donor_id_format=cfg.donor_id_format,
     )
+    run_data = virtual.run_data
+    if cfg.running_at_h is not None:
+        if not cfg.running_at_h > 0:
+            raise TwinInputError(f"running_at_h={cfg.running_at_h!r}: must be > 0 (or null)")
+        run_data = run_data.as_of(cfg.running_at_h)
     extra = {
         "true_parameters.csv": virtual.true_parameters.to_csv(index=False),
         "generate_config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
     }
-    write_run_data(virtual.run_data, dataset_dir, extra_files=extra)
+    write_run_data(run_data, dataset_dir, extra_files=extra)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, cfg, seed=cfg.seed)
     return dataset_dir

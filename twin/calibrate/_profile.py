@@ -50,7 +50,9 @@ def profile_likelihood(
         + posterior_sd[layout.fitted.index(name)] * np.linspace(-span_sd, span_sd, points)
     ]
     rows = []
-    for name, value in tqdm(grid, desc="profile", unit="point", disable=not progress, leave=False):
+    for name, value in tqdm(
+        grid, desc="profile", unit="point", disable=not (progress and grid), leave=False
+    ):
         k = layout.fitted.index(name)
         pinned = dataclasses.replace(
             data.prior,

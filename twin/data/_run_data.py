@@ -90,6 +90,15 @@ class RunData:
         rows = self.events[self.events["run_id"] == run_id]
         return bool((rows["operation"] == "harvest").any())
 
+    def as_of(self, time_h: float) -> RunData:
+        """Every run as recorded up to ``time_h`` hours since its seed: later events (harvest
+        included) and measurements are left out, so runs not harvested by then are running."""
+        return RunData(
+            runs=self.runs,
+            events=self.events[self.events["time_h"] <= time_h],
+            measurements=self.measurements[self.measurements["time_h"] <= time_h],
+        )
+
     def _require(self, run_id: str) -> None:
         if run_id not in set(self.runs["run_id"]):
             raise KeyError(f"unknown run {run_id!r}")
