@@ -53,6 +53,7 @@ from twin.calibrate import (
     Calibration,
     calibrate,
     calibration_from_config,
+    fit_bands,
     plot_fits,
     plot_parameter_intervals,
     plot_profiles,
@@ -103,9 +104,11 @@ def run(cfg: DictConfig, out_dir: Path) -> Calibration:
             with atomic_path(out_dir / name) as tmp:
                 table.to_csv(tmp, index=False)
     measured = set(calibration.observations["variable"])
+    bands = fit_bands(calibration, data, seed=cfg.seed)
     for variable in MEASURED_VARIABLES:
         if variable in measured:
-            save_figure(plot_fits(calibration, variable), out_dir / f"fit_{variable}.png")
+            figure = plot_fits(calibration, variable, bands)
+            save_figure(figure, out_dir / f"fit_{variable}.png")
     save_figure(plot_residuals(calibration), out_dir / "residuals.png")
     save_figure(plot_parameter_intervals(calibration), out_dir / "parameters.png")
     if not calibration.profiles.empty:

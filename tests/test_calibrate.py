@@ -33,6 +33,7 @@ from twin.calibrate import (
     build_problem,
     calibrate,
     check_calibration_config,
+    fit_bands,
     fit_one,
     load_calibration,
     make_prior,
@@ -483,3 +484,20 @@ def test_structure_selection_ranks_candidates_and_keeps_the_winner(virtual, tmp_
     expected = parse_candidate(chosen, ModelStructure(), "k")
     loaded = load_calibration(write_calibration(result, tmp_path / "c.nc"))
     assert loaded.structure == result.structure == expected
+
+
+def test_fit_bands_follow_the_fit_and_cover_the_measurements(virtual, calibration):
+    data = virtual.run_data
+    last_h = data.measurements.groupby("run_id")["time_h"].max()
+    assert last_h.nunique() == 1  # one grid for all runs: 1 h steps hit every sample time
+    bands = fit_bands(calibration, data, n_times=int(last_h.iloc[0]) + 1, n_draws=64)
+    merged = calibration.observations.merge(bands, on=["run_id", "variable", "time_h"])
+    assert len(merged) == len(calibration.observations)
+    # the dense trajectory at the sample times is the fit the calibration reports there
+    np.testing.assert_allclose(merged["fitted"], merged["predicted"], rtol=1e-5)
+    inside = (merged["observed"] >= merged["lower_90"]) & (merged["observed"] <= merged["upper_90"])
+    assert 0.75 <= inside.mean() <= 1.0, inside.mean()  # a 90 % band of what is measured
+    transduced = min(e.time_h for e in data.events_for("R01") if e.operation == "transduce")
+    car = bands[(bands["run_id"] == "R01") & (bands["variable"] == "car_pos_fraction")]
+    assert car.loc[car["time_h"] < transduced, "fitted"].isna().all()
+    assert car.loc[car["time_h"] >= transduced, "fitted"].notna().all()

@@ -147,3 +147,11 @@ def test_bad_config_exits_with_the_key(tmp_path, repo_root):
     assert done.returncode == 2
     assert "error: facility.bays_per_shuttle=0" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_horizon_shorter_than_a_culture_harvests_nothing_and_says_so():
+    cfg = FacilityConfig(horizon_days=3.0, biology_chunk=CHUNK)  # the recipe takes 8 days
+    result = run_facility(cfg, default_parameters(), Downstream())
+    assert len(result.batches) > 0 and result.batches["harvest_h"].isna().all()
+    assert result.summary["batches_released"] == 0 and result.timings_s["solves"] == 0
+    assert result.batches["viable_car_pos_cells"].isna().all()  # not made-up outcomes

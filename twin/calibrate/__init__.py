@@ -8,9 +8,10 @@ of the posterior at the optimum. Modules:
 - ``_problem``: run data -> padded arrays; ``_model``: parameter layout, residuals, Jacobian;
 - ``_solve``: the Levenberg-Marquardt loop and starts; ``_laplace``: covariance and intervals;
 - ``_profile``: profile likelihood; ``_calibrate``: the driver; ``_io``: ``calibration.nc``;
-- ``_plots``: figures.
+- ``_bands``: fitted trajectories with measurement bands; ``_plots``: figures.
 """
 
+from ._bands import fit_bands as fit_bands
 from ._calibrate import calibrate as calibrate, run_devices as run_devices
 from ._config import (
     CalibrationConfig as CalibrationConfig,

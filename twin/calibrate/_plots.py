@@ -11,17 +11,22 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from ..assays import ASSAY_SCALES, MEASURED_VARIABLES  # noqa: E402
 from ..data import MEASUREMENT_UNITS  # noqa: E402
 from ._result import Calibration  # noqa: E402
 
 
-def plot_fits(calibration: Calibration, variable: str) -> plt.Figure:
-    """Observed (points) and fitted (line, at the observation times) ``variable`` per run,
-    one small panel per run, titled ``run (donor)``. Readings at or below the assay's
-    detection limit (censored) are drawn as down-triangles at the limit; log-scale assays use
-    a symmetric-log axis, linear below the limit, so that readings of 0 stay on the plot."""
+def plot_fits(
+    calibration: Calibration, variable: str, bands: pd.DataFrame | None = None
+) -> plt.Figure:
+    """Observed (points) and fitted (line) ``variable`` per run, one small panel per run,
+    titled ``run (donor)``. With ``bands`` (:func:`~twin.calibrate.fit_bands`) the line is the
+    fitted trajectory on a dense grid, with the 90 % band of what would be measured; without,
+    the fit at the observation times only. Readings at or below the assay's detection limit
+    (censored) are drawn as down-triangles at the limit; log-scale assays use a symmetric-log
+    axis, linear below the limit, so that readings of 0 stay on the plot."""
     rows = calibration.observations[calibration.observations["variable"] == variable]
     runs = list(calibration.run_ids)
     n_cols = math.ceil(math.sqrt(len(runs)))
@@ -44,7 +49,22 @@ def plot_fits(calibration: Calibration, variable: str) -> plt.Figure:
         seen = rows[mine].sort_values("time_h")
         below = rows[mine & is_censored]
         above = rows[mine & ~is_censored]
-        ax.plot(seen["time_h"], seen["predicted"], "-", color="tab:blue", lw=1.2, label="fitted")
+        if bands is None:
+            ax.plot(
+                seen["time_h"], seen["predicted"], "-", color="tab:blue", lw=1.2, label="fitted"
+            )
+        else:
+            curve = bands[(bands["run_id"] == run_id) & (bands["variable"] == variable)]
+            ax.fill_between(
+                curve["time_h"],
+                curve["lower_90"],
+                curve["upper_90"],
+                color="tab:blue",
+                alpha=0.2,
+                lw=0,
+                label="90 % of measurements",
+            )
+            ax.plot(curve["time_h"], curve["fitted"], "-", color="tab:blue", lw=1.2, label="fitted")
         ax.plot(
             above["time_h"], above["observed"], "o", color="k", ms=2.5, mfc="none", label="measured"
         )
@@ -66,14 +86,20 @@ def plot_fits(calibration: Calibration, variable: str) -> plt.Figure:
     unit = MEASUREMENT_UNITS[variable]
     fig.supxlabel("time since seed (h)", fontsize=8)
     fig.supylabel(f"{variable} ({unit})" if unit != "1" else variable, fontsize=8)
-    fig.suptitle(f"{variable}: observed (points) and fitted (line)", fontsize=9)
     handles = {}
     for ax in axes.ravel()[: len(runs)]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
     labels = list(handles)
+    # The title is the legend's (a suptitle would share the top row with the legend).
     fig.legend(
-        [handles[k] for k in labels], labels, loc="outside upper center", ncols=3, fontsize=7
+        [handles[k] for k in labels],
+        labels,
+        loc="outside upper center",
+        ncols=4,
+        fontsize=7,
+        title=f"{variable}: observed and fitted per run",
+        title_fontsize=9,
     )
     return fig
 

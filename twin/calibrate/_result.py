@@ -105,7 +105,7 @@ class Calibration:
         **Raises:** ``KeyError`` for a donor not in :attr:`donor_ids` (use :attr:`population`
         or :meth:`sample_parameters` for a new donor).
         """
-        return self._parameters(self._donor_theta(donor_id))
+        return self._parameters(self.donor_theta(donor_id))
 
     @property
     def donor_effects_by_donor(self) -> dict[str, dict[str, float]]:
@@ -163,6 +163,10 @@ class Calibration:
         jointly; for ``None`` or a new donor the population values are drawn and a new donor
         effect is added from ``N(0, donor_sd^2)`` (a new donor from the same population).
         """
+        return self._parameters(self.sample_theta(key, n, donor_id))
+
+    def sample_theta(self, key: jax.Array, n: int, donor_id: str | None = None) -> np.ndarray:
+        """As :meth:`sample_parameters`, on the estimation scale: ``[n, fitted]``."""
         key_joint, key_new = jax.random.split(key)
         p, q = len(self.fitted), len(self.donor_level)
         if donor_id in self.donor_ids:
@@ -186,9 +190,11 @@ class Calibration:
             theta[:, position] += draws[:, p:]
         else:
             theta[:, position] += np.asarray(jax.random.normal(key_new, (n, q))) * self.donor_sd
-        return self._parameters(theta)
+        return theta
 
-    def _donor_theta(self, donor_id: str) -> np.ndarray:
+    def donor_theta(self, donor_id: str) -> np.ndarray:
+        """The estimate for a seen donor (population plus its donor effects), on the
+        estimation scale: ``[fitted]``."""
         if donor_id not in self.donor_ids:
             raise KeyError(f"donor {donor_id!r} was not in the calibration data")
         theta = self.estimate.copy()

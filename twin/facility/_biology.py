@@ -69,8 +69,11 @@ def batch_schedules(
     plans: list[RecipePlan], recipe: np.ndarray, lateness_h: list[np.ndarray]
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(realized, planned)`` schedule arrays, shape ``(batches, events)``."""
+    # No batch harvested within a short horizon: empty (0, events) arrays, not an error.
     planned = {
         f: np.stack([plans[r].schedule[f] for r in recipe])
+        if len(recipe)
+        else np.zeros((0, len(plans[0].schedule[f])), np.asarray(plans[0].schedule[f]).dtype)
         for f in ("time_h", "operation", *EVENT_FIELDS)
     }
     realized = dict(planned)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,12 +19,10 @@ import pandas as pd
 
 from .._errors import TwinInputError
 from ..calibrate import Calibration, build_problem
-from ..calibrate._model import ParameterLayout, kinetic_parameters, make_prior
+from ..calibrate._bands import simulate_parameter_draws
 from ..data import RunData
-from ..kinetics import ModelStructure
 from ..observe import observables
 from ..process import Downstream, Event, Recipe, build_schedule, stack_schedules
-from ..simulate import SolverSettings, simulate
 from ._condition import RunPosterior, condition_runs, conditioned_positions, effect_prior
 from ._discrepancy import apply_discrepancy
 from ._predictive import (
@@ -208,7 +205,9 @@ def forecast(
     time_h = np.stack([np.r_[g, np.full(n_times - g.size, g[-1])] for g in grid])
 
     theta = _parameter_draws(calibration, posterior, settings, position)
-    states = _simulate_draws(calibration, theta, stack_schedules(schedules), jnp.asarray(time_h))
+    states = simulate_parameter_draws(
+        calibration, theta, stack_schedules(schedules), jnp.asarray(time_h)
+    )
     truth = observables(states)
     measured = measured_draws(jax.random.PRNGKey(settings.seed + 1), truth, calibration.noise)
     if settings.apply_discrepancy and not calibration.discrepancy.empty:
@@ -315,26 +314,3 @@ def _parameter_draws(
     # (which already absorbed the population value); the others from the population posterior.
     theta = pop.at[..., position].set(estimate[position][None, None, :] + effects)
     return theta
-
-
-def _simulate_draws(calibration: Calibration, theta, schedules, time_h):
-    """Simulated states ``[runs, draws, times]`` of the parameter draws ``theta``."""
-    layout = ParameterLayout(calibration.fitted, calibration.donor_level, n_donors=1)
-    base = make_prior(calibration.model_parameters, layout, calibration.donor_sd).base
-    return _simulate_all(
-        theta, schedules, time_h, base, layout, calibration.structure, calibration.solver
-    )
-
-
-@eqx.filter_jit
-def _simulate_all(
-    theta, schedules, time_h, base, layout, structure: ModelStructure, solver: SolverSettings
-):
-    def one_run(theta_run, schedule, times):
-        def one_draw(t):
-            params = kinetic_parameters(t, base, layout)
-            return simulate(params, schedule, times, structure, solver).states
-
-        return jax.vmap(one_draw)(theta_run)
-
-    return jax.vmap(one_run)(theta, schedules, time_h)
