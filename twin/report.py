@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -178,10 +179,10 @@ def _forecast(folder: Path) -> tuple[list[Key], str]:
         keys.append(
             (
                 f"{row.run_id}: harvest at",
-                f"{row.recommended_harvest_time_h:.0f} h",
-                f"P(release) {100 * row.p_conforming_at_recommended:.0f} % there; "
-                f"{100 * row.p_conforming_at_planned:.0f} % at the planned "
-                f"{row.planned_harvest_time_h:.0f} h",
+                f"{_number(row.recommended_harvest_time_h, '.0f')} h",
+                f"P(release) {_number(100 * row.p_conforming_at_recommended, '.0f')} % there; "
+                f"{_number(100 * row.p_conforming_at_planned, '.0f')} % at the planned "
+                f"{_number(row.planned_harvest_time_h, '.0f')} h",
                 "",
             )
         )
@@ -244,15 +245,17 @@ def _facility(folder: Path) -> tuple[list[Key], str]:
     summary = _json(folder / "facility_summary.json") or {}
     keys: list[Key] = []
     if summary:
+        get = summary.get
+        utilization = get("bay_utilization")
         keys.append(
             (
-                f"one Shuttle, {summary.get('horizon_days', float('nan')):g} days",
-                f"{summary.get('batches_started', '?')} batches started",
-                f"{summary.get('batches_harvested', '?')} harvested, "
-                f"{summary.get('batches_conforming', '?')} conforming; bay utilization "
-                f"{100 * summary.get('bay_utilization', float('nan')):.0f} %; median turnaround "
-                f"{summary.get('median_turnaround_days', float('nan')):.1f} d; bottleneck "
-                f"{summary.get('bottleneck', '?')}",
+                f"one Shuttle, {_number(get('horizon_days'), 'g')} days",
+                f"{get('batches_started', '?')} batches started",
+                f"{get('batches_harvested', '?')} harvested, "
+                f"{get('batches_conforming', '?')} conforming; bay utilization "
+                f"{_number(None if utilization is None else 100 * utilization, '.0f')} %; "
+                f"median turnaround {_number(get('median_turnaround_days'), '.1f')} d; "
+                f"bottleneck {get('bottleneck', '?')}",
                 "",
             )
         )
@@ -321,6 +324,14 @@ def _json(path: Path):
 
 def _text(path: Path) -> str:
     return path.read_text() if path.is_file() else ""
+
+
+def _number(value, spec: str) -> str:
+    """``value`` formatted, or ``n/a`` where there is none (e.g. no batch released yet)."""
+    try:
+        return format(float(value), spec) if math.isfinite(float(value)) else "n/a"
+    except (TypeError, ValueError):
+        return "n/a"
 
 
 def _e(text: object) -> str:

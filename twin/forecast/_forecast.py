@@ -10,6 +10,8 @@ events, and assay noise is added so the intervals are for *what would be measure
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 import warnings
 
 import jax
@@ -33,6 +35,8 @@ from ._predictive import (
     measured_draws,
     release_odds,
 )
+
+log = logging.getLogger(__name__)
 
 # Chosen by the mean over the mismatch bench's four plants (experiments/validity.py, 60 h
 # ahead, with forgetting and the learnt discrepancy): viable CAR+ error 19.3 % with the first
@@ -183,6 +187,8 @@ def forecast(
     )
     run_level_sd = dict(settings.run_level_sd or {})
     position = conditioned_positions(calibration, run_level_sd)
+    began = time.perf_counter()
+    log.info("forecast: conditioning %d run(s) on their own measurements", len(run_ids))
     posterior = _posterior(calibration, data, run_ids, settings, run_level_sd, position)
 
     recipe = Recipe()
@@ -205,6 +211,13 @@ def forecast(
     time_h = np.stack([np.r_[g, np.full(n_times - g.size, g[-1])] for g in grid])
 
     theta = _parameter_draws(calibration, posterior, settings, position)
+    log.info(
+        "forecast: simulating %d run(s) x %d draws to %.0f h (%.0f s so far)",
+        len(run_ids),
+        settings.n_draws,
+        float(end_h.max()),
+        time.perf_counter() - began,
+    )
     states = simulate_parameter_draws(
         calibration, theta, stack_schedules(schedules), jnp.asarray(time_h)
     )
@@ -248,6 +261,7 @@ def forecast(
                 "failed_draws": int(failed_draws[i]),
             }
         )
+    log.info("forecast: done in %.0f s", time.perf_counter() - began)
     return Forecast(
         table=forecast_frame(rows),
         runs=pd.DataFrame(summaries),
