@@ -20,9 +20,10 @@ from ._errors import TwinInputError
 from .assays import AssayNoise
 from .calibrate import CalibrationConfig
 from .data import read_run_data
-from .facility import register_schema as _register_facility_schema
+from .facility import FacilityConfig
 from .forecast import ForecastSettings
 from .kinetics import PARAMETER_TABLE, KineticParameters, ModelStructure, default_parameters
+from .optimize._config import HoldoutConfig, OptimizeConfig
 from .process import Recipe, build_schedule
 from .process._downstream import Downstream
 from .simulate import SolverSettings
@@ -40,17 +41,25 @@ class ModelConfig:
     solver: SolverSettings = dataclasses.field(default_factory=SolverSettings)
 
 
+# Every config group's schema: configs/<group>/*.yaml start from `<group>_schema`.
+SCHEMAS: dict[str, type] = {
+    "model": ModelConfig,
+    "recipe": Recipe,
+    "downstream": Downstream,
+    "noise": AssayNoise,
+    "fit": CalibrationConfig,
+    "forecast": ForecastSettings,
+    "facility": FacilityConfig,
+    "optimize": OptimizeConfig,
+    "holdout": HoldoutConfig,
+}
+
+
 def register_configs() -> None:
-    """Register the schemas (idempotent)."""
+    """Register the schemas of :data:`SCHEMAS` with Hydra (idempotent); done once, when this
+    module is imported, as every entry point does before Hydra composes its config."""
     store = ConfigStore.instance()
-    for group, schema in (
-        ("model", ModelConfig),
-        ("recipe", Recipe),
-        ("downstream", Downstream),
-        ("noise", AssayNoise),
-        ("fit", CalibrationConfig),
-        ("forecast", ForecastSettings),
-    ):
+    for group, schema in SCHEMAS.items():
         store.store(group=group, name=f"{group}_schema", node=_writable(schema))
 
 
@@ -72,7 +81,6 @@ def _clear_readonly(node) -> None:
 
 
 register_configs()
-_register_facility_schema()
 
 
 def _to_object(node: DictConfig, key: str):

@@ -14,7 +14,6 @@ from ._config import (
     RecipeOption as RecipeOption,
     check_config as check_config,
     facility_from_config as facility_from_config,
-    register_schema as register_schema,
 )
 from ._cost import COST_COLUMNS as COST_COLUMNS
 from ._plan import RecipePlan as RecipePlan, compile_plans as compile_plans
@@ -32,5 +31,3 @@ from ._run import (
     run_des_only as run_des_only,
     run_facility as run_facility,
 )
-
-register_schema()

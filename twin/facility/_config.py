@@ -291,13 +291,6 @@ def check_config(cfg: FacilityConfig) -> None:
         raise TwinInputError(problems[0], problems=problems)
 
 
-def register_schema() -> None:
-    """Register :class:`FacilityConfig` as ``facility/facility_schema`` in Hydra's store."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(group="facility", name="facility_schema", node=FacilityConfig)
-
-
 def facility_from_config(node) -> FacilityConfig:
     """A checked :class:`FacilityConfig` from the ``facility`` config node."""
     from omegaconf import OmegaConf

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from ._objective import OBJECTIVES, Prices
@@ -89,13 +88,3 @@ class HoldoutConfig:
     structure: dict[str, int] = dataclasses.field(default_factory=dict)
     parameters: dict[str, float] = dataclasses.field(default_factory=dict)
     donor_sd: dict[str, float] = dataclasses.field(default_factory=dict)
-
-
-def register_configs() -> None:
-    """Register the schemas (idempotent)."""
-    store = ConfigStore.instance()
-    store.store(group="optimize", name="optimize_schema", node=OptimizeConfig)
-    store.store(group="holdout", name="holdout_schema", node=HoldoutConfig)
-
-
-register_configs()
