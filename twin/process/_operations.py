@@ -63,13 +63,13 @@ class UnitOperation(eqx.Module):
     **Class variables:** ``name`` (as in events.csv), ``code`` (its index in the simulator's
     switch table; never reuse or change one), ``required_fields`` and ``optional_fields`` (event
     fields it takes), ``positive_fields`` (required fields that must be > 0), ``same_time_order``
-    (rank among operations at one time: lower first) and ``changes_state`` (``False`` if the
-    jump map is the identity).
+    (rank among operations at one time, lower first: a new operation between two others takes a
+    value between theirs) and ``changes_state`` (``False`` if the jump map is the identity).
     """
 
     name: ClassVar[str]
     code: ClassVar[int]
-    same_time_order: ClassVar[int]
+    same_time_order: ClassVar[float]
     required_fields: ClassVar[tuple[str, ...]] = ()
     optional_fields: ClassVar[tuple[str, ...]] = ()
     positive_fields: ClassVar[tuple[str, ...]] = ()
@@ -340,7 +340,7 @@ class OperationTables(NamedTuple):
     recorded_operations: tuple[str, ...]
     required_fields: dict[str, tuple[str, ...]]
     optional_fields: dict[str, tuple[str, ...]]
-    same_time_order: dict[str, int]
+    same_time_order: dict[str, float]
     identity_operations: tuple[str, ...]
     jump_maps: tuple[Callable[[CultureState, EventValues, KineticParameters], CultureState], ...]
 
@@ -350,8 +350,8 @@ def operation_tables(registry: Sequence[UnitOperation]) -> OperationTables:
 
     **Raises:** ``ValueError`` naming the operation if codes are not 0, 1, 2, ... in order,
     names or same-time orders repeat, a field is not an event field (or is both required and
-    optional, or positive but not required), code 0 is not an identity ``noop`` ranked after
-    every other operation, or there is no ``seed`` or ``harvest``.
+    optional, or positive but not required), code 0 is not an identity ``noop``, there is no
+    ``seed`` or ``harvest``, or the harvest and then the noop do not rank last at a time.
     """
     for op in registry:
         for attr in ("name", "code", "same_time_order"):
@@ -378,11 +378,12 @@ def operation_tables(registry: Sequence[UnitOperation]) -> OperationTables:
     fields = () if noop is None else noop.required_fields + noop.optional_fields
     if noop is None or noop.name != "noop" or noop.changes_state or fields:
         raise ValueError("code 0 must be the padding 'noop' (no fields, changes_state=False)")
-    if noop.same_time_order != max(orders):
-        raise ValueError("the noop's same_time_order must be the largest (padding sorts last)")
     for role in ("seed", "harvest"):
         if role not in names:
             raise ValueError(f"the registry needs a {role!r} operation")
+    last = sorted(orders)[-2:]
+    if [registry[names.index("harvest")].same_time_order, noop.same_time_order] != last:
+        raise ValueError("same_time_order: harvest must rank after every operation, noop after it")
     recorded = registry[1:]
     return OperationTables(
         operations=tuple(names),
