@@ -171,6 +171,9 @@ class _Twin(UnitOperation):
         return None
 
 
+_METHODS = {"jump": _Twin.jump, "design_block": _Twin.design_block}
+
+
 def _variant(**class_vars) -> UnitOperation:
     return type("Variant", (_Twin,), class_vars)()
 
@@ -189,6 +192,14 @@ BAD_REGISTRIES = {
     "required and optional": (
         (*UNIT_OPERATIONS, _variant(required_fields=("moi",), optional_fields=("moi",))),
         "both required and optional",
+    ),
+    "positive but not required": (
+        (*UNIT_OPERATIONS, _variant(positive_fields=("moi",))),
+        "not all required",
+    ),
+    "no same-time order": (
+        (*UNIT_OPERATIONS, type("Bare", (UnitOperation,), {**_METHODS, "name": "x", "code": 8})()),
+        "does not set the class variable 'same_time_order'",
     ),
     "a repeated order": ((*UNIT_OPERATIONS, _variant(same_time_order=3)), "repeats"),
     "ranked after the harvest": (
