@@ -14,8 +14,8 @@ from .._errors import TwinInputError
 from ..kinetics import PARAMETER_NAMES
 from ..process import Recipe
 
-# Which module each recipe operation needs (module names are free; operations are the
-# recipe's, twin.process.OPERATIONS). Fill-finish follows the harvest and is not a recipe event.
+# Which module each recipe operation needs (module names are free; operations are
+# twin.process.RECORDED_OPERATIONS). Fill-finish follows the harvest and is not a recipe event.
 DEFAULT_OPERATION_MODULES: dict[str, str] = {
     "seed": "enrichment",
     "activate": "fluidics",

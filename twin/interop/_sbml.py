@@ -1,7 +1,7 @@
 """SBML Level 3 export, generated from the simulator's own functions.
 
 The rate rules are :func:`~twin.kinetics.culture_vector_field`, the events the unit operations'
-jump maps (:data:`twin.process._operations.JUMP_MAPS`, composed per time point), the initial
+jump maps (:meth:`twin.process.UnitOperation.jump`, composed per time point), the initial
 values the seed's jump map, and the assignment rules :func:`twin.observe.observables` (and, for
 calibration, :func:`twin.assays.to_assay_scale`), each evaluated on symbols by
 :mod:`._symbolic`. Nothing here restates a rate law.
@@ -49,7 +49,7 @@ from ..kinetics import (
     empty_state,
 )
 from ..observe import OBSERVABLES, observables
-from ..process._operations import JUMP_MAPS, EventValues
+from ..process._operations import IDENTITY_OPERATIONS, JUMP_MAPS, EventValues
 from ..process._schedule import EVENT_FIELDS, OPERATIONS, Schedule
 from ._formula import to_infix
 from ._symbolic import constant, symbolic_call, symbols
@@ -74,7 +74,6 @@ _STATE_UNITS = {
     "activated": "",
 }
 _SPECIES_UNITS = ("Mcells", "MTU")
-_IDENTITY_OPERATIONS = ("noop", "harvest")
 
 
 class SBMLExportError(ValueError):
@@ -120,14 +119,14 @@ def vector_field(structure: ModelStructure) -> Callable:
 
 
 def _event_groups(schedule: Schedule) -> list[tuple[float, list[int]]]:
-    """Slots of one schedule grouped by time (no-ops and harvest dropped), in time order."""
+    """Slots of one schedule grouped by time (identity operations dropped), in time order."""
     if np.ndim(schedule.time_h) != 1:
         raise SBMLExportError("export one unbatched schedule at a time (or a list of them)")
     times = np.asarray(schedule.time_h, float)
     codes = np.asarray(schedule.operation)
     groups: dict[float, list[int]] = {}
     for i in np.argsort(times, kind="stable"):
-        if OPERATIONS[int(codes[i])] not in _IDENTITY_OPERATIONS:
+        if OPERATIONS[int(codes[i])] not in IDENTITY_OPERATIONS:
             groups.setdefault(float(times[i]), []).append(int(i))
     if not groups or OPERATIONS[int(codes[groups[min(groups)][0]])] != "seed":
         raise SBMLExportError("the schedule's first event must be the seed")

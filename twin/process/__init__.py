@@ -8,12 +8,21 @@ from ._design import (
     schedule_from_values as schedule_from_values,
 )
 from ._downstream import Downstream as Downstream, product as product
-from ._operations import JUMP_MAPS as JUMP_MAPS, EventValues as EventValues
+from ._operations import (
+    JUMP_MAPS as JUMP_MAPS,
+    UNIT_OPERATIONS as UNIT_OPERATIONS,
+    EventValues as EventValues,
+    UnitOperation as UnitOperation,
+    operation_tables as operation_tables,
+)
 from ._recipe import ExchangeStep as ExchangeStep, FeedStep as FeedStep, Recipe as Recipe
 from ._schedule import (
     EVENT_FIELDS as EVENT_FIELDS,
     OPERATION_CODE as OPERATION_CODE,
     OPERATIONS as OPERATIONS,
+    OPTIONAL_FIELDS as OPTIONAL_FIELDS,
+    RECORDED_OPERATIONS as RECORDED_OPERATIONS,
+    REQUIRED_FIELDS as REQUIRED_FIELDS,
     Event as Event,
     EventProblem as EventProblem,
     Schedule as Schedule,

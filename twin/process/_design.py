@@ -15,8 +15,9 @@ import dataclasses
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._recipe import _SAME_TIME_ORDER, ExchangeStep, FeedStep, Recipe
-from ._schedule import EVENT_FIELDS, OPERATION_CODE, Schedule
+from ._operations import EVENT_FIELDS, OPERATION_CODE, UNIT_OPERATION, UNIT_OPERATIONS
+from ._recipe import ExchangeStep, FeedStep, Recipe
+from ._schedule import Schedule
 
 # Decision values and their units. Exchange/feed values are vectors (one entry per step of the
 # base recipe); the others are scalars.
@@ -88,80 +89,29 @@ def recipe_with_values(recipe: Recipe, values: dict[str, Array]) -> Recipe:
 def schedule_from_values(recipe: Recipe, values: dict[str, Array]) -> Schedule:
     """The schedule of ``recipe`` with the decision ``values`` (traceable; fixed length).
 
-    Slots: seed, activate, transduce, the base recipe's exchanges, feeds and samples, harvest.
-    Any event later than the harvest becomes a no-op at the harvest time.
+    Slots: each operation's :meth:`~UnitOperation.design_block` in code order (seed, activate,
+    transduce, the base recipe's exchanges, feeds and samples, harvest). Any event later than
+    the harvest becomes a no-op at the harvest time.
     """
-    glucose = recipe.medium_glucose_mM
-    il2 = values["medium_il2_IU_per_mL"]
-    harvest = values["harvest_time_h"]
-    n_exchanges = len(recipe.exchanges)
-    n_feeds = len(recipe.feeds)
-    n_samples = len(recipe.sample_times_h)
-
-    def full(n, x):
-        return jnp.broadcast_to(jnp.asarray(x, float), (n,))
-
-    def zeros(n):
-        return jnp.zeros(n)
-
-    blocks = [
-        # (operation, times, {field: values})
-        (
-            "seed",
-            zeros(1),
-            {
-                "cells": full(1, values["seed_cells"]),
-                "viability": full(1, recipe.seed_viability),
-                "volume_ml": full(1, values["seed_volume_ml"]),
-                "glucose_mM": full(1, glucose),
-                "il2_IU_per_mL": full(1, il2),
-            },
-        ),
-        ("activate", full(1, recipe.activation_time_h), {}),
-        (
-            "transduce",
-            full(1, recipe.activation_time_h + values["transduction_delay_h"]),
-            {"moi": full(1, values["moi"])},
-        ),
-        (
-            "exchange",
-            values["exchange_time_h"].reshape(n_exchanges),
-            {
-                "fraction": values["exchange_fraction"].reshape(n_exchanges),
-                "glucose_mM": full(n_exchanges, glucose),
-                "il2_IU_per_mL": full(n_exchanges, il2),
-            },
-        ),
-        (
-            "feed",
-            values["feed_time_h"].reshape(n_feeds),
-            {
-                "volume_ml": values["feed_volume_ml"].reshape(n_feeds),
-                "glucose_mM": full(n_feeds, glucose),
-                "il2_IU_per_mL": full(n_feeds, il2),
-            },
-        ),
-        (
-            "sample",
-            jnp.asarray(recipe.sample_times_h, float).reshape(n_samples),
-            {"volume_ml": full(n_samples, recipe.sample_volume_ml)},
-        ),
-        ("harvest", full(1, harvest), {}),
-    ]
     times, codes, order, fields = [], [], [], {f: [] for f in EVENT_FIELDS}
-    for operation, t, given in blocks:
+    for operation in UNIT_OPERATIONS:  # code order
+        block = operation.design_block(recipe, values)
+        if block is None:
+            continue
+        t, given = block
         n = t.shape[0]
         times.append(t)
-        codes.append(jnp.full(n, OPERATION_CODE[operation]))
-        order.append(jnp.full(n, _SAME_TIME_ORDER[operation]))
+        codes.append(jnp.full(n, operation.code))
+        order.append(jnp.full(n, operation.same_time_order))
         for field in EVENT_FIELDS:
-            fields[field].append(given.get(field, zeros(n)))
+            fields[field].append(given.get(field, jnp.zeros(n)))
     time_h = jnp.concatenate(times)
     code = jnp.concatenate(codes)
+    harvest = values["harvest_time_h"]
     late = (time_h > harvest) & (code != OPERATION_CODE["harvest"])
     code = jnp.where(late, OPERATION_CODE["noop"], code)
     time_h = jnp.minimum(time_h, harvest)
-    priority = jnp.where(late, len(_SAME_TIME_ORDER), jnp.concatenate(order))
+    priority = jnp.where(late, UNIT_OPERATION["noop"].same_time_order, jnp.concatenate(order))
     permutation = jnp.lexsort((priority, time_h))
     return Schedule(
         time_h=time_h[permutation],

@@ -10,19 +10,8 @@ import dataclasses
 
 from .._errors import TwinInputError
 from ._bounds import DEFAULT_BOUNDS, PlausibilityBounds
+from ._operations import SAME_TIME_ORDER
 from ._schedule import Event, Schedule, build_schedule, check_events
-
-# Order of operations that share a time: measure first, then change the medium, then add
-# reagents; harvest always last.
-_SAME_TIME_ORDER = {
-    "seed": 0,
-    "sample": 1,
-    "exchange": 2,
-    "feed": 3,
-    "activate": 4,
-    "transduce": 5,
-    "harvest": 6,
-}
 
 
 @dataclasses.dataclass
@@ -126,7 +115,7 @@ class Recipe:
                 item[0].operation != "seed",
                 item[0].operation == "harvest",
                 _sort_time(item[0].time_h),
-                _SAME_TIME_ORDER[item[0].operation],
+                SAME_TIME_ORDER[item[0].operation],
             )
         )
         return items

@@ -20,48 +20,17 @@ from jaxtyping import Array, Float, Int
 
 from ._bounds import DEFAULT_BOUNDS, PlausibilityBounds
 
-# Operation codes. The order is part of the simulator's `lax.switch` table; never reorder.
-OPERATIONS: tuple[str, ...] = (
-    "noop",
-    "seed",
-    "activate",
-    "transduce",
-    "exchange",
-    "feed",
-    "sample",
-    "harvest",
+# The operation tables are views of the registry of unit operations (one class each).
+from ._operations import (
+    EVENT_FIELDS as EVENT_FIELDS,
+    OPERATION_CODE as OPERATION_CODE,
+    OPERATIONS as OPERATIONS,
+    OPTIONAL_FIELDS as OPTIONAL_FIELDS,
+    RECORDED_OPERATIONS as RECORDED_OPERATIONS,
+    REQUIRED_FIELDS as REQUIRED_FIELDS,
+    UNIT_OPERATION,
 )
-OPERATION_CODE: dict[str, int] = {name: code for code, name in enumerate(OPERATIONS)}
-RECORDED_OPERATIONS: tuple[str, ...] = OPERATIONS[1:]
 
-# Which numeric fields each operation requires / accepts (RUN_DATA.md, events.csv).
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "seed": ("cells", "viability", "volume_ml"),
-    "activate": (),
-    "transduce": ("moi",),
-    "exchange": ("fraction",),
-    "feed": ("volume_ml",),
-    "sample": ("volume_ml",),
-    "harvest": (),
-}
-OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
-    "seed": ("glucose_mM", "il2_IU_per_mL"),
-    "activate": (),
-    "transduce": (),
-    "exchange": ("glucose_mM", "il2_IU_per_mL"),
-    "feed": ("glucose_mM", "il2_IU_per_mL"),
-    "sample": (),
-    "harvest": (),
-}
-EVENT_FIELDS: tuple[str, ...] = (
-    "cells",
-    "viability",
-    "volume_ml",
-    "moi",
-    "fraction",
-    "glucose_mM",
-    "il2_IU_per_mL",
-)
 # Fields that are fractions in [0, 1]; every other numeric field must be >= 0.
 FRACTION_FIELDS: frozenset[str] = frozenset({"viability", "fraction"})
 
@@ -174,8 +143,8 @@ def check_events(
                 add(i, field, value, "must be a fraction in [0, 1]")
             elif value < 0:
                 add(i, field, value, "must be >= 0")
-            elif op == "seed" and field in ("cells", "viability", "volume_ml") and value == 0:
-                add(i, field, value, f"a seed needs {field} > 0")
+            elif field in UNIT_OPERATION[op].positive_fields and value == 0:
+                add(i, field, value, f"a {op} needs {field} > 0")
             elif (limit := bounds.event_limit(field)) is not None and value > limit:
                 add(i, field, value, bounds.limit_message(field, limit))
     if not problems:
@@ -260,7 +229,8 @@ def build_schedule(
 ) -> Schedule:
     """Pack checked events into a :class:`Schedule`, padded with no-ops to ``n_events`` slots.
 
-    Seed, exchange and feed events without a medium composition use the given default medium.
+    Events that take a fresh-medium composition (seed, exchange, feed) and leave it empty use
+    the given default medium.
 
     **Raises:** ``ValueError`` if the events are invalid or do not fit in ``n_events``.
     """
@@ -271,6 +241,7 @@ def build_schedule(
     if n < len(events):
         raise ValueError(f"n_events={n} is smaller than the number of events ({len(events)})")
     columns = {field: np.zeros(n) for field in EVENT_FIELDS}
+    medium = {"glucose_mM": medium_glucose_mM, "il2_IU_per_mL": medium_il2_IU_per_mL}
     operation = np.zeros(n, dtype=np.int32)
     time_h = np.full(n, float(events[-1].time_h))
     for i, event in enumerate(events):
@@ -280,11 +251,9 @@ def build_schedule(
             value = event.value(field)
             if value is not None:
                 columns[field][i] = value
-        if event.operation in ("seed", "exchange", "feed"):
-            if event.glucose_mM is None:
-                columns["glucose_mM"][i] = medium_glucose_mM
-            if event.il2_IU_per_mL is None:
-                columns["il2_IU_per_mL"][i] = medium_il2_IU_per_mL
+        for field, default in medium.items():
+            if event.value(field) is None and field in OPTIONAL_FIELDS[event.operation]:
+                columns[field][i] = default
     return Schedule(
         time_h=jnp.asarray(time_h),
         operation=jnp.asarray(operation),
