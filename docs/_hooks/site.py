@@ -2,9 +2,10 @@
 
 - ``index.md`` is generated from the README's introduction (everything before "## Commands"),
   its ``docs/`` links made relative to the site, so the two never drift apart.
-- Notebooks: the executed copies written by ``tests/test_notebooks.py`` into
-  ``$CARTWIN_EXECUTED_NOTEBOOKS`` (default ``build/executed_notebooks``) when present, else the
-  stored ones from ``notebooks/`` (no outputs), each with a note saying it was not executed.
+- Notebooks: each notebook of ``notebooks/``, shown from its executed copy written by
+  ``tests/test_notebooks.py`` into ``$CARTWIN_EXECUTED_NOTEBOOKS`` (default
+  ``build/executed_notebooks``) when there is one, else as stored (no outputs) with a note
+  saying it was not executed.
   They are listed under "Notebooks" in the navigation in name order.
 - Docstrings use Sphinx roles (``:func:`x```); the rendered pages show just the code name.
 """
@@ -32,14 +33,16 @@ _ROLE = re.compile(r":(?:func|class|mod|meth|attr|data|obj|exc):(?=<code>)")
 _scratch = tempfile.TemporaryDirectory(prefix="cartwin-docs-")
 
 
-def _notebooks() -> tuple[list[Path], bool]:
-    """The notebooks to show and whether they are executed copies."""
+def _notebooks() -> list[tuple[Path, bool]]:
+    """Each stored notebook as (file to show, whether it is an executed copy): the executed
+    copy of the same name when there is one, else the stored notebook."""
     executed = Path(os.environ.get("CARTWIN_EXECUTED_NOTEBOOKS", EXECUTED_DEFAULT))
     executed = executed if executed.is_absolute() else ROOT / executed
-    found = sorted(executed.glob("*.ipynb")) if executed.is_dir() else []
-    if found:
-        return found, True
-    return sorted((ROOT / "notebooks").glob("*.ipynb")), False
+    shown = []
+    for stored in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        copy = executed / stored.name
+        shown.append((copy, True) if copy.is_file() else (stored, False))
+    return shown
 
 
 def _title(path: Path) -> str:
@@ -82,17 +85,17 @@ def _home_page() -> str:
 
 
 def on_config(config):
-    notebooks, _ = _notebooks()
+    notebooks = _notebooks()
     if notebooks:
-        config.nav.append({"Notebooks": [{_title(p): f"notebooks/{p.name}"} for p in notebooks]})
+        pages = [{_title(path): f"notebooks/{path.name}"} for path, _ in notebooks]
+        config.nav.append({"Notebooks": pages})
     return config
 
 
 @event_priority(100)  # before mkdocs-jupyter turns .ipynb files into pages
 def on_files(files, config):
     files.append(File.generated(config, "index.md", content=_home_page()))
-    notebooks, executed = _notebooks()
-    for path in notebooks:
+    for path, executed in _notebooks():
         _page_copy(path, executed)
         files.append(
             File(
