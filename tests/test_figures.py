@@ -200,3 +200,18 @@ def test_pareto_figure_marks_only_non_dominated_points_as_the_front():
         for x, y in np.asarray(points):
             on_front = bool(frame["non_dominated"][(frame["cost_usd"] == x)].iloc[0])
             assert bool(filled) == on_front, (x, y)
+
+
+def test_a_note_heads_the_figure_without_covering_its_title():
+    from twin.plots import with_note
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.set_title("utilization")
+    with_note(fig, "facility.horizon_days=28")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    note = fig._suptitle.get_window_extent(renderer)
+    title = ax.title.get_window_extent(renderer)
+    assert fig._suptitle.get_text() == "facility.horizon_days=28"
+    assert note.y0 >= title.y1  # above the axes' own title, not on it
+    assert with_note(plt.figure(), "")._suptitle is None

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import xarray as xr
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 EVENT_COLOURS = {
     "activate": "tab:green",
@@ -121,6 +122,15 @@ def event_legend(fig: plt.Figure, measured: bool = False) -> None:
             plt.Line2D([], [], marker="o", ls="none", color="0.3", mfc="none", label="measured")
         )
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8)
+
+
+def with_note(fig: plt.Figure, note: str) -> plt.Figure:
+    """``fig`` headed by ``note`` (e.g. a multirun job's overrides), if any."""
+    if note:
+        fig.suptitle(note, fontsize=9)
+        if not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+            fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.95))  # (constrained layout makes room)
+    return fig
 
 
 def save_figure(fig: plt.Figure, path, dpi: int = 110) -> None:
