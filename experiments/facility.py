@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 import twin.config as twin_config
 from twin._atomic import atomic_path
-from twin._cli import exit_on_input_error
+from twin._cli import exit_on_input_error, overrides_label
 from twin.facility import (
     COST_COLUMNS,
     demand_sweep,
@@ -36,7 +36,7 @@ from twin.facility import (
     plot_utilization,
     run_facility,
 )
-from twin.plots import save_figure
+from twin.plots import save_figure, with_note
 from twin.provenance import write_provenance
 
 jax.config.update("jax_enable_x64", True)
@@ -47,9 +47,10 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def run(cfg: DictConfig, out_dir: Path) -> dict:
+def run(cfg: DictConfig, out_dir: Path, title_note: str = "") -> dict:
     """Run the factory of ``cfg.facility``, write the outputs into ``out_dir``; return the
-    summary (with ``timings_s``)."""
+    summary (with ``timings_s``). ``title_note`` (e.g. the command-line overrides, which tell
+    a multirun's figures apart) heads every figure."""
     facility = facility_from_config(cfg.facility)
     params, structure, solver = twin_config.model_from_config(cfg.model)
     downstream = twin_config.downstream_from_config(cfg.downstream)
@@ -98,14 +99,14 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
             bays_per_shuttle=facility.bays_per_shuttle,
             module_units=units,
         )
-        save_figure(fig, out_dir / "gantt.png")
-        save_figure(plot_utilization(summary), out_dir / "utilization.png")
+        save_figure(with_note(fig, title_note), out_dir / "gantt.png")
+        save_figure(with_note(plot_utilization(summary), title_note), out_dir / "utilization.png")
         if len(result.batches) <= cfg.demand_sweep.max_batches:
             sweep = demand_sweep(
                 facility, list(cfg.demand_sweep.factors), cfg.demand_sweep.horizon_days
             )
             _write_csv(sweep, out_dir / "demand_sweep.csv")
-            save_figure(plot_demand(sweep), out_dir / "demand.png")
+            save_figure(with_note(plot_demand(sweep), title_note), out_dir / "demand.png")
     with atomic_path(out_dir / "facility_summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
     return summary
@@ -121,7 +122,7 @@ def _json_default(value):
 def main(cfg: DictConfig) -> None:
     with exit_on_input_error(cfg):
         out_dir = Path(HydraConfig.get().runtime.output_dir)
-        summary = run(cfg, out_dir)
+        summary = run(cfg, out_dir, title_note=overrides_label(HydraConfig.get()))
         for key in (
             "batches_started",
             "batches_released",

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 import twin.config as twin_config
 from twin import TwinInputError, simulate
 from twin._atomic import atomic_path
-from twin._cli import exit_on_input_error
+from twin._cli import exit_on_input_error, overrides_label
 from twin.plots import plot_batch, save_figure
 from twin.provenance import write_provenance
 from twin.simulate import SolveResult
@@ -54,8 +54,9 @@ _SUMMARY_ROWS = (
 )
 
 
-def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
-    """Simulate, write the outputs into ``out_dir`` and return the summary table."""
+def run(cfg: DictConfig, out_dir: Path, title_note: str = "") -> pd.DataFrame:
+    """Simulate, write the outputs into ``out_dir`` and return the summary table.
+    ``title_note`` (e.g. the command-line overrides) is added to the figure's title."""
     params, structure, solver = twin_config.model_from_config(cfg.model)
     recipe = twin_config.recipe_from_config(cfg.recipe)
     downstream = twin_config.downstream_from_config(cfg.downstream)
@@ -80,7 +81,8 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     write_provenance(out_dir, cfg)
     with atomic_path(out_dir / "trajectory.nc") as tmp:
         dataset.to_netcdf(tmp)
-    fig = plot_batch(dataset, measurements, title=f"{run_id}: simulated cartridge")
+    title = f"{run_id}: simulated cartridge" + (f" ({title_note})" if title_note else "")
+    fig = plot_batch(dataset, measurements, title=title)
     save_figure(fig, out_dir / "batch.png")
     summary = pd.DataFrame(
         [(name, fmt.format(float(dataset[name])), unit) for name, unit, fmt in _SUMMARY_ROWS],
@@ -100,7 +102,7 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
 def main(cfg: DictConfig) -> None:
     with exit_on_input_error(cfg):
         out_dir = Path(HydraConfig.get().runtime.output_dir)
-        summary = run(cfg, out_dir)
+        summary = run(cfg, out_dir, title_note=overrides_label(HydraConfig.get()))
         print(summary.to_string(index=False))
         print(f"outputs: {out_dir}")
 

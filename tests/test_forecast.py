@@ -34,7 +34,7 @@ from twin.forecast import (
 )
 from twin.forecast._condition import conditioned_positions, effect_prior
 from twin.forecast._discrepancy import learn_discrepancy
-from twin.forecast._forecast import DEFAULT_RUN_LEVEL_SD
+from twin.forecast._forecast import DEFAULT_RUN_LEVEL_SD, advice_window
 from twin.forecast._io import observed_at_harvest, truncate
 from twin.forecast._predictive import harvest_advice, release_odds
 from twin.kinetics import ModelStructure, to_unconstrained
@@ -201,6 +201,32 @@ def test_release_odds_and_harvest_advice_on_known_draws():
     np.testing.assert_allclose(odds["p_conforming"], expected)
     advice = harvest_advice(times, odds)
     assert advice["recommended_harvest_time_h"] == 200.0
+
+
+def test_finished_runs_are_never_advised_a_harvest_after_the_recorded_one(result, truncated):
+    # The truncated runs keep their recorded harvest: finished, advice up to that harvest.
+    runs = result.runs.set_index("run_id")
+    for run_id in truncated.run_ids:
+        harvest = truncated.events_for(run_id)[-1].time_h
+        assert runs.loc[run_id, "finished"]
+        assert runs.loc[run_id, "advice_until_h"] == harvest
+        assert runs.loc[run_id, "now_h"] <= runs.loc[run_id, "recommended_harvest_time_h"]
+        assert runs.loc[run_id, "recommended_harvest_time_h"] <= harvest
+    # The window itself, where later times would be better (yield still rising).
+    time_h = np.arange(0.0, 241.0, 12.0)
+    odds = {
+        "p_conforming": np.ones(time_h.size),
+        "expected_viable_car_pos_cells": time_h * 1e7,
+        "expected_conforming_doses": time_h / 10,
+    }
+    finished = advice_window(time_h, 120.0, 192.0, 240.0, finished=True)
+    assert time_h[finished].min() == 120.0 and time_h[finished].max() == 192.0
+    pick = {k: v[finished] for k, v in odds.items()}
+    assert harvest_advice(time_h[finished], pick)["recommended_harvest_time_h"] == 192.0
+    running = advice_window(time_h, 120.0, 192.0, 240.0, finished=False)
+    assert time_h[running].max() == 240.0
+    # Measured at (or after) its harvest: the recorded harvest is the only choice.
+    assert time_h[advice_window(time_h, 200.0, 192.0, 240.0, finished=True)].tolist() == [192.0]
 
 
 def _load_forecast_script():

@@ -178,3 +178,17 @@ def resolve_user_path(path: str | Path) -> Path:
     if candidate.parts[:2] == _SHIPPED_DATA.parts:
         return REPO_ROOT / candidate
     return candidate
+
+
+# Overrides that change where or how a run is reported, not what is computed.
+_NOT_IN_TITLES = ("hydra.", "hydra/", "verbose=", "overwrite=", "progress=", "resume=")
+
+
+def overrides_label(hydra_config, limit: int = 90) -> str:
+    """The run's command-line overrides as one short string for figure titles, so that the
+    figures of a multirun (``-m recipe.moi=2,5``) say which run they show: ``recipe.moi=2``.
+    ``hydra_config`` is ``HydraConfig.get()``; bookkeeping overrides are left out and a long
+    list is cut at ``limit`` characters."""
+    task = [o for o in hydra_config.overrides.task if not o.startswith(_NOT_IN_TITLES)]
+    label = ", ".join(task)
+    return label if len(label) <= limit else label[: limit - 3] + "..."

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import xarray as xr
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 EVENT_COLOURS = {
     "activate": "tab:green",
@@ -29,6 +31,11 @@ _PANELS = (
     (3, "vcn_per_transduced_cell", "VCN per transduced cell", "right"),
 )
 _TITLES = ("Cells", "Viability and phenotype", "Metabolites and IL-2", "Transduction")
+# Observables of the CAR transgene: not drawn before the first transduction (they are 0, or
+# 0/0 for VCN per transduced cell, and on a log axis would draw a cliff that is not data).
+TRANSGENE_VARIABLES = frozenset(
+    {"viable_car_pos_cells", "car_pos_fraction", "vcn_per_cell", "vcn_per_transduced_cell"}
+)
 
 
 def plot_batch(
@@ -37,13 +44,15 @@ def plot_batch(
     """Four panels of one batch (cells, viability, metabolites, %CAR+/VCN) with event markers.
 
     ``measurements`` (long format: ``time_h, variable, value``, as in measurements.csv) are
-    overlaid as points on the matching curves.
+    overlaid as open circles on the matching curves. Transgene observables
+    (:data:`TRANSGENE_VARIABLES`) start at the first transduction.
     """
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True, constrained_layout=True)
     axes = axes.ravel()
     right_axes = {}
     colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3)
     t = dataset["time_h"].values
+    transduced = t > transduction_time_h(dataset)  # at it, no cell carries the transgene yet
     for panel, name, label, side in _PANELS:
         ax = axes[panel]
         if side == "right":
@@ -51,7 +60,10 @@ def plot_batch(
                 right_axes[panel] = axes[panel].twinx()
             ax = right_axes[panel]
         colour = next(colours)
-        ax.plot(t, dataset[name].values, color=colour, label=label)
+        values = dataset[name].values
+        if name in TRANSGENE_VARIABLES:
+            values = np.where(transduced, values, np.nan)
+        ax.plot(t, values, color=colour, label=label)
         if measurements is not None:
             seen = measurements[measurements["variable"] == name]
             if len(seen):
@@ -75,10 +87,19 @@ def plot_batch(
         _mark_events(ax, dataset)
     for ax in axes[2:]:
         ax.set_xlabel("time since seed (h)")
-    event_legend(fig)
+    measured = measurements is not None and len(measurements) > 0
+    event_legend(fig, measured=measured)
     if title:
         fig.suptitle(title)
     return fig
+
+
+def transduction_time_h(dataset: xr.Dataset) -> float:
+    """Time of the batch's first transduction (h since seed); +inf if it has none."""
+    if "event_time_h" not in dataset:
+        return -np.inf  # no events recorded: draw everything
+    times = dataset["event_time_h"].values[dataset["operation"].values == "transduce"]
+    return float(times.min()) if times.size else np.inf
 
 
 def _mark_events(ax: plt.Axes, dataset: xr.Dataset) -> None:
@@ -92,10 +113,24 @@ def _mark_events(ax: plt.Axes, dataset: xr.Dataset) -> None:
             ax.axvline(float(time_h), color=colour, lw=0.8, ls="--", alpha=0.7, zorder=0)
 
 
-def event_legend(fig: plt.Figure) -> None:
-    """A figure-level legend of the event marker colours."""
+def event_legend(fig: plt.Figure, measured: bool = False) -> None:
+    """A figure-level legend of the event marker colours (and of the measurement markers,
+    open circles in the colour of their curve, when ``measured``)."""
     handles = [plt.Line2D([], [], color=c, ls="--", label=op) for op, c in EVENT_COLOURS.items()]
+    if measured:
+        handles.append(
+            plt.Line2D([], [], marker="o", ls="none", color="0.3", mfc="none", label="measured")
+        )
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8)
+
+
+def with_note(fig: plt.Figure, note: str) -> plt.Figure:
+    """``fig`` headed by ``note`` (e.g. a multirun job's overrides), if any."""
+    if note:
+        fig.suptitle(note, fontsize=9)
+        if not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+            fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.95))  # (constrained layout makes room)
+    return fig
 
 
 def save_figure(fig: plt.Figure, path, dpi: int = 110) -> None:

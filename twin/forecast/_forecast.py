@@ -61,8 +61,9 @@ class ForecastSettings:
     - ``population_uncertainty``: also draw the non-donor-level fitted parameters from the
       calibration's posterior.
     - ``planned_harvest_time_h``: harvest time of a running batch whose events plan none.
-    - ``advice_extension_h``, ``time_step_h``: how far past the planned harvest the harvest
-      advice looks, and the spacing of the forecast's time grid.
+    - ``advice_extension_h``, ``time_step_h``: how far past the planned harvest of a running
+      batch the harvest advice looks (a finished batch's advice ends at its recorded harvest),
+      and the spacing of the forecast's time grid.
     - ``run_level_sd``: fitted population-level parameters that each run may also move, with
       this SD (estimation scale) around the population estimate: an allowance for the model
       being wrong that lets a run's own data correct them (:func:`._condition.effect_prior`).
@@ -106,9 +107,12 @@ class Forecast:
     """The forecast of every run.
 
     - ``table``: forecast.csv rows (RUN_DATA.md), at each run's planned harvest.
-    - ``runs``: one row per run: ``now_h`` (last measurement), planned harvest, release odds at
+    - ``runs``: one row per run: ``finished`` (a harvest is recorded), ``now_h`` (last
+      measurement), planned (or recorded) harvest, ``transduction_time_h``, release odds at
       the planned harvest, the recommended harvest time with its odds and expected yield, and
-      the conditioning diagnostics.
+      the conditioning diagnostics. The advice looks over ``[now_h, advice_until_h]``: up to
+      the recorded harvest for a finished run, ``advice_extension_h`` past the planned one
+      for a running run.
     - ``time_h``: ``[runs, times]`` forecast grid; ``quantiles``: per variable
       ``[runs, times, 5]`` measured-value quantiles (5, 25, 50, 75, 95 %).
     """
@@ -222,7 +226,11 @@ def forecast(
         calibration, theta, stack_schedules(schedules), jnp.asarray(time_h)
     )
     truth = observables(states)
-    measured = measured_draws(jax.random.PRNGKey(settings.seed + 1), truth, calibration.noise)
+    # One assay-noise deviate per draw over the time axis: same intervals at each time, smooth
+    # quantile curves, harvest times compared without sampling jitter.
+    measured = measured_draws(
+        jax.random.PRNGKey(settings.seed + 1), truth, calibration.noise, shared_axis=-1
+    )
     if settings.apply_discrepancy and not calibration.discrepancy.empty:
         measured = apply_discrepancy(calibration.discrepancy, measured, time_h - now_h[:, None])
     # measured[v]: [runs, draws, times]
@@ -242,7 +250,11 @@ def forecast(
         at = {v: measured[v][i, :, at_planned] for v in FORECAST_VARIABLES}
         rows += interval_rows(run_id, float(planned_h[i]), at)
         odds = release_odds({v: measured[v][i] for v in FORECAST_VARIABLES}, downstream)
-        candidates = time_h[i] >= now_h[i]
+        # A finished run was harvested at its recorded time: the advice looks from its last
+        # measurement up to that harvest, never past it. A running one may be advised later.
+        finished = data.is_finished(run_id)
+        advice_until_h = planned_h[i] if finished else end_h[i]
+        candidates = advice_window(time_h[i], now_h[i], planned_h[i], end_h[i], finished)
         advice = harvest_advice(
             time_h[i][candidates], {k: np.asarray(x)[candidates] for k, x in odds.items()}
         )
@@ -250,9 +262,11 @@ def forecast(
             {
                 "run_id": run_id,
                 "donor_id": data.donor_of(run_id),
-                "finished": data.is_finished(run_id),
+                "finished": finished,
                 "now_h": now_h[i],
                 "planned_harvest_time_h": planned_h[i],
+                "transduction_time_h": _first_time(events[run_id], "transduce"),
+                "advice_until_h": float(advice_until_h),
                 "assumed_plan": planned[run_id][1],
                 **{f"{k}_at_planned": float(np.asarray(x)[at_planned]) for k, x in odds.items()},
                 **advice,
@@ -268,6 +282,23 @@ def forecast(
         time_h=time_h,
         quantiles=quantiles,
     )
+
+
+def advice_window(
+    time_h: np.ndarray, now_h: float, harvest_h: float, end_h: float, finished: bool
+) -> np.ndarray:
+    """Mask of the times the harvest advice may pick: from the last measurement (``now_h``)
+    to the recorded harvest ``harvest_h`` of a finished run, or to ``end_h`` (the planned
+    harvest plus ``advice_extension_h``) for a running one. A finished run measured at or
+    after its harvest has the harvest alone."""
+    until = harvest_h if finished else end_h
+    return (time_h >= min(now_h, until)) & (time_h <= until)
+
+
+def _first_time(events: list[Event], operation: str) -> float:
+    """Time of the first ``operation`` event (h), NaN if there is none."""
+    times = [e.time_h for e in events if e.operation == operation]
+    return float(min(times)) if times else float("nan")
 
 
 def _posterior(

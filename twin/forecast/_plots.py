@@ -5,17 +5,21 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Patch
 
 from ._forecast import Forecast
 from ._predictive import FORECAST_VARIABLES
 
+# variable -> (panel title, y-axis label with unit, scale)
 _LABELS = {
-    "viable_cells": ("viable cells", "log"),
-    "viability": ("viability", "linear"),
-    "car_pos_fraction": ("CAR+ fraction", "linear"),
-    "vcn_per_cell": ("VCN per cell", "linear"),
-    "viable_car_pos_cells": ("viable CAR+ cells", "log"),
+    "viable_cells": ("viable cells", "viable cells (cells)", "log"),
+    "viability": ("viability", "viability (fraction)", "linear"),
+    "car_pos_fraction": ("CAR+ fraction", "CAR+ fraction (fraction of viable)", "linear"),
+    "vcn_per_cell": ("VCN per cell", "vector copies per cell", "linear"),
+    "viable_car_pos_cells": ("viable CAR+ cells", "viable CAR+ cells (cells)", "log"),
 }
+# Transgene observables: not drawn before the run's transduction (no CAR+ cells exist).
+_TRANSGENE = frozenset({"car_pos_fraction", "vcn_per_cell", "viable_car_pos_cells"})
 
 
 def plot_fan_chart(
@@ -25,35 +29,68 @@ def plot_fan_chart(
     held_out: pd.DataFrame | None = None,
 ) -> plt.Figure:
     """One run's forecast: median, 50 % and 90 % bands of what would be measured, with the
-    measurements used (filled) and any held-out ones (open), "now" and the planned harvest."""
+    measurements used (filled) and any held-out ones (open), "now", the planned harvest and
+    the advised one. Transgene observables start at the transduction; a finished run's chart
+    ends at its recorded harvest."""
     run = forecast.runs.iloc[run_index]
     t = forecast.time_h[run_index]
-    fig, axes = plt.subplots(1, len(FORECAST_VARIABLES), figsize=(18, 3.6), constrained_layout=True)
+    until = run.get("advice_until_h", t[-1])
+    shown = t <= until
+    # Strictly after: at the transduction itself no cell carries the transgene yet.
+    transduced = t > run.get("transduction_time_h", -np.inf)  # NaN (none): nothing drawn
+    fig, axes = plt.subplots(1, len(FORECAST_VARIABLES), figsize=(18, 4.2), constrained_layout=True)
     for ax, variable in zip(axes, FORECAST_VARIABLES, strict=True):
-        q = forecast.quantiles[variable][run_index]
-        ax.fill_between(t, q[:, 0], q[:, 4], color="tab:blue", alpha=0.2, lw=0, label="90 %")
-        ax.fill_between(t, q[:, 1], q[:, 3], color="tab:blue", alpha=0.35, lw=0, label="50 %")
-        ax.plot(t, q[:, 2], color="tab:blue", lw=1.5, label="median")
-        for frame, style in ((seen, "ko"), (held_out, "ro")):
+        keep = shown & transduced if variable in _TRANSGENE else shown
+        q = np.where(keep[:, None], forecast.quantiles[variable][run_index], np.nan)
+        ax.fill_between(t, q[:, 0], q[:, 4], color="tab:blue", alpha=0.2, lw=0)
+        ax.fill_between(t, q[:, 1], q[:, 3], color="tab:blue", alpha=0.35, lw=0)
+        ax.plot(t, q[:, 2], color="tab:blue", lw=1.5)
+        for frame, fill, colour in ((seen, "k", "k"), (held_out, "none", "tab:red")):
             points = _points(frame, run["run_id"], variable)
             if points is not None:
-                fill = "k" if frame is seen else "none"
-                ax.plot(points[0], points[1], style, ms=4, mfc=fill, label=None)
+                ax.plot(points[0], points[1], "o", color=colour, ms=4, mfc=fill)
         ax.axvline(run["now_h"], color="0.3", ls=":", lw=1)
         ax.axvline(run["planned_harvest_time_h"], color="tab:red", ls="--", lw=1)
         ax.axvline(run["recommended_harvest_time_h"], color="tab:green", ls="-.", lw=1)
-        label, scale = _LABELS[variable]
+        title, ylabel, scale = _LABELS[variable]
         ax.set_yscale(scale)
-        ax.set_title(label)
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
         ax.set_xlabel("time since seed (h)")
-    axes[0].legend(fontsize=8, loc="lower right")
+        ax.set_xlim(0.0, 1.03 * float(t[shown][-1]))  # room for the lines at the end
+    fig.legend(
+        handles=_legend_handles(held_out is not None and not held_out.empty),
+        loc="outside lower center",
+        ncol=8,
+        fontsize=8,
+    )
+    harvest = "recorded harvest" if run.get("finished", False) else "planned harvest"
     fig.suptitle(
         f"{run['run_id']} (donor {run['donor_id']}): now {run['now_h']:g} h, "
-        f"planned harvest {run['planned_harvest_time_h']:g} h (red), "
-        f"advised {run['recommended_harvest_time_h']:g} h (green), "
-        f"P(conforming) {run['p_conforming_at_planned']:.2f}"
+        f"{harvest} {run['planned_harvest_time_h']:g} h, "
+        f"advised {run['recommended_harvest_time_h']:g} h; "
+        f"P(conforming) at {harvest} {run['p_conforming_at_planned']:.2f}"
     )
     return fig
+
+
+def _legend_handles(held_out: bool) -> list:
+    line = plt.Line2D
+    handles = [
+        Patch(color="tab:blue", alpha=0.2, lw=0, label="90 % interval (what would be measured)"),
+        Patch(color="tab:blue", alpha=0.45, lw=0, label="50 % interval"),
+        line([], [], color="tab:blue", lw=1.5, label="median"),
+        line([], [], marker="o", ls="none", color="k", ms=4, label="measured (used)"),
+    ]
+    if held_out:
+        handles.append(
+            line([], [], marker="o", ls="none", color="tab:red", mfc="none", ms=4, label="held out")
+        )
+    return handles + [
+        line([], [], color="0.3", ls=":", lw=1, label="now (last measurement)"),
+        line([], [], color="tab:red", ls="--", lw=1, label="planned / recorded harvest"),
+        line([], [], color="tab:green", ls="-.", lw=1, label="advised harvest"),
+    ]
 
 
 def _points(frame: pd.DataFrame | None, run_id: str, variable: str):
@@ -95,8 +132,8 @@ def plot_backtest(results: pd.DataFrame) -> plt.Figure:
     ax.plot([low, high], [low, high], "k--", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("observed viable CAR+ cells at harvest")
-    ax.set_ylabel("forecast (median, 90 % interval)")
+    ax.set_xlabel("observed viable CAR+ cells at harvest (cells)")
+    ax.set_ylabel("forecast, median and 90 % interval (cells)")
     mre = results["relative_error"].mean()
     ax.set_title(f"MRE {100 * mre:.1f} %, coverage {100 * covered.mean():.0f} % (n={len(results)})")
     ax.legend(fontsize=8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ..assays import AssayNoise, sample_assay
+from ..assays import AssayNoise, from_assay_scale, to_assay_scale
 from ..process import Downstream, product
 
 # forecast.csv variables (RUN_DATA.md), in order.
@@ -31,22 +32,43 @@ FORECAST_COLUMNS: tuple[str, ...] = (
 
 
 def measured_draws(
-    key: jax.Array, draws: dict[str, jax.Array], noise: AssayNoise
+    key: jax.Array,
+    draws: dict[str, jax.Array],
+    noise: AssayNoise,
+    shared_axis: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Add assay noise to simulated draws (any shape) of the observables.
 
     ``viable_car_pos_cells`` is not an assay of its own: it is the measured viable count times the
     measured %CAR+, as a lab would compute it.
+
+    ``shared_axis``: if given (e.g. the time axis), one noise deviate per draw is shared along
+    it (common random numbers). Each value's distribution is the same as with independent
+    noise, so intervals and release odds at any one time are unchanged; quantiles traced over
+    time are then free of sampling jitter, and comparisons between times (harvest advice) are
+    not decided by it.
     """
-    measured = {}
-    keys = jax.random.split(key, 4)
-    for k, variable in zip(
-        keys, ("viable_cells", "viability", "car_pos_fraction", "vcn_per_cell"), strict=True
-    ):
-        measured[variable] = np.asarray(
-            sample_assay(k, variable, jnp.asarray(draws[variable]), noise.sd(variable))
-        )
+    values = {v: jnp.asarray(draws[v]) for v in _ASSAYED}
+    sds = {v: jnp.asarray(noise.sd(v), float) for v in _ASSAYED}
+    measured = {k: np.asarray(x) for k, x in _assays(key, values, sds, shared_axis).items()}
     measured["viable_car_pos_cells"] = measured["viable_cells"] * measured["car_pos_fraction"]
+    return measured
+
+
+_ASSAYED = ("viable_cells", "viability", "car_pos_fraction", "vcn_per_cell")
+
+
+@functools.partial(jax.jit, static_argnames="shared_axis")
+def _assays(key, values, sds, shared_axis):
+    # One compiled program per shape (eagerly, each operation would compile on its own).
+    measured = {}
+    for k, variable in zip(jax.random.split(key, len(_ASSAYED)), _ASSAYED, strict=True):
+        z = to_assay_scale(variable, values[variable])
+        shape = list(z.shape)
+        if shared_axis is not None:
+            shape[shared_axis] = 1
+        deviate = jax.random.normal(k, tuple(shape))
+        measured[variable] = from_assay_scale(variable, z + sds[variable] * deviate)
     return measured
 
 

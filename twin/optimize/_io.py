@@ -107,41 +107,64 @@ def _unit(name: str) -> str:
 
 
 def _plot_convergence(result: Optimization):
+    """Two panels, each on its own axis: the gradient search's smooth surrogate (what it
+    descends) and the Sobol baseline's exact objective (pass/fail); the two are different
+    quantities and are never drawn on one axis."""
     import matplotlib.pyplot as plt
 
     opt = result.settings
     per_evaluation = result.gradient.simulations // (opt.starts * opt.steps)
     sense = 1.0 if opt.objective == "cost_per_conforming_dose" else -1.0
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=False)
     for i, losses in enumerate(result.gradient.history):
         sims = per_evaluation * (np.arange(len(losses)) + 1 + i * len(losses))
         left.plot(sims, sense * losses, lw=1.2, label=f"start {i}")
-    left.set_title("Gradient search (smooth surrogate)")
+    left.set_title("Gradient search: smooth surrogate")
+    left.set_ylabel(f"smooth surrogate of {opt.objective}\n(training donors, each evaluation)")
     sobol = result.sobol.history[0]  # NaN: over the vector limit
     sims = (np.arange(len(sobol)) + 1) * (result.sobol.simulations / len(sobol))
     right.plot(sims, sense * np.fmin.accumulate(sobol), "k-", label="best feasible so far")
-    right.set_title("Sobol baseline (exact pass/fail)")
+    right.set_title("Sobol baseline: exact objective")
+    right.set_ylabel(f"exact {opt.objective}\n(training donors, pass/fail)")
     for ax in (left, right):
         ax.set_xlabel("simulated batches used")
-        ax.set_ylabel(f"{opt.objective}, training donors")
         ax.legend(fontsize=8)
-    fig.suptitle("Search convergence at an equal simulation budget")
+    fig.suptitle(
+        "Search convergence at an equal simulation budget (the final comparison, on fresh "
+        "donors and exact, is comparison.csv)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
 
 def _plot_pareto(frame: pd.DataFrame):
+    """P(conforming) against cost: every evaluated point by how it was found, filled if no
+    other point beats it (non-dominated, joined by a line), open if one does."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     styles = {"start": "s", "gradient": "^", "sobol": "v", "sweep": "o"}
     labels = {"sweep": "cost-weighted sweep"}
+    colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    front_mask = frame["non_dominated"].to_numpy(bool)
     for kind, marker in styles.items():
-        rows = frame[frame["kind"] == kind]
+        colour = next(colours)
+        rows = (frame["kind"] == kind).to_numpy()
         label = labels.get(kind, kind)
-        ax.scatter(rows["cost_usd"], rows["p_conforming"], marker=marker, label=label)
-    front = frame[frame["non_dominated"]].sort_values("cost_usd")
-    ax.plot(front["cost_usd"], front["p_conforming"], "k-", lw=0.8, label="non-dominated points")
+        for mask, face in ((rows & front_mask, colour), (rows & ~front_mask, "none")):
+            if mask.any():
+                ax.scatter(
+                    frame["cost_usd"][mask],
+                    frame["p_conforming"][mask],
+                    marker=marker,
+                    facecolors=face,
+                    edgecolors=colour,
+                    label=label if face != "none" or not (rows & front_mask).any() else None,
+                )
+    front = frame[front_mask].sort_values("cost_usd")
+    ax.plot(front["cost_usd"], front["p_conforming"], "k-", lw=0.8, label="non-dominated front")
+    ax.scatter([], [], marker="o", facecolors="none", edgecolors="0.4", label="open: dominated")
     ax.set_xlabel("expected cost of goods per batch (USD)")
     ax.set_ylabel("P(conforming), fresh donors of the twin")
     ax.set_title("P(conforming) against cost")
