@@ -80,6 +80,7 @@ SUMMARY_COLUMNS = (
 )
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path) -> Calibration:
     """Calibrate to ``cfg.data_dir`` and write the outputs into ``out_dir``."""
     params, structure, solver = twin_config.model_from_config(cfg.model)

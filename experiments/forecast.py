@@ -43,6 +43,7 @@ PRINTED = (
 )
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path, data: RunData | None = None) -> pd.DataFrame:
     """Forecast every run of ``data`` (default: read from ``cfg.data_dir``); write the outputs;
     return the per-run table."""

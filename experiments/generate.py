@@ -31,6 +31,7 @@ from twin.virtual import AssayPlan, generate_dataset
 jax.config.update("jax_enable_x64", True)
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path) -> Path:
     """Generate the dataset described by ``cfg``; return the dataset folder."""
     params, structure, solver = twin_config.model_from_config(cfg.model)

@@ -54,6 +54,7 @@ _SUMMARY_ROWS = (
 )
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     """Simulate, write the outputs into ``out_dir`` and return the summary table."""
     params, structure, solver = twin_config.model_from_config(cfg.model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import os
 import shutil
@@ -131,6 +133,72 @@ def test_plausibility_bounds_are_configurable(tmp_path):
         read_run_data(folder, bounds=small)
     with pytest.raises(ValueError, match="max_cells=-1.0: must be a finite number > 0"):
         PlausibilityBounds(max_cells=-1.0)
+
+
+class _Reached(Exception):
+    """Raised by a stand-in for the solve: the inputs were accepted; carries the schedule."""
+
+
+def _compose(*requests: tuple[str, list[str]]):
+    from hydra import compose, initialize_config_dir
+
+    import twin.config  # noqa: F401  (registers the schemas)
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        return [compose(command, overrides=overrides) for command, overrides in requests]
+
+
+def _entry(command: str):
+    spec = importlib.util.spec_from_file_location(
+        f"bounds_{command}", REPO_ROOT / "experiments" / f"{command}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _reach(*args, **kwargs):
+    raise _Reached(args[1])  # simulate(params, schedule, ...)
+
+
+def _with(cfg, **values):
+    cfg = copy.deepcopy(cfg)
+    for key, value in values.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+def test_bounds_from_the_command_line_serve_the_data_and_the_recipe_path(tmp_path, monkeypatch):
+    """5e12 seed cells: refused by default (1e12), accepted with bounds.max_cells=1e13, in a
+    batch record (validate; simulate's replay, whose schedule is re-checked) and in a recipe."""
+    folder = tmp_path / "data"
+    shutil.copytree(BASE, folder)
+    events = folder / "events.csv"
+    events.write_text(events.read_text().replace("seed,100000000,", "seed,5e12,"))
+    recipe, raised_recipe, data = _compose(
+        ("simulate", ["recipe.seed_cells=5e12"]),
+        ("simulate", ["recipe.seed_cells=5e12", "bounds.max_cells=1e13"]),
+        ("validate", [f"data_dir={folder}"]),
+    )
+    assert raised_recipe.bounds.max_cells == 1e13 and data.bounds.max_cells == 1e12
+    replay = _with(recipe, data_dir=str(folder), run_id="R1", **{"recipe.seed_cells": 1e8})
+    validate, simulate = _entry("validate"), _entry("simulate")
+    monkeypatch.setattr(simulate, "simulate", _reach)
+    for refused, accepted in (
+        (recipe, raised_recipe),
+        (replay, _with(replay, **{"bounds.max_cells": 1e13})),
+    ):
+        with pytest.raises(TwinInputError, match=r"above bounds\.max_cells=1e\+12"):
+            simulate.run(refused, tmp_path / "out")
+        with pytest.raises(_Reached) as reached:
+            simulate.run(accepted, tmp_path / "out")
+        assert float(reached.value.args[0].cells[0]) == 5e12  # the seed, as given
+    with pytest.raises(TwinInputError, match=r"line 2, column cells: value '5e12'"):
+        validate.run(data)
+    assert "runs: 1" in validate.run(_with(data, **{"bounds.max_cells": 1e13}))
+    # the bounds hold only inside the command: afterwards the defaults are back
+    with pytest.raises(TwinInputError, match="implausibly large"):
+        read_run_data(folder)
 
 
 def _script(name: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
