@@ -222,6 +222,7 @@ PRINTED = [
     "vector_vs_start",
     "vector_limit_met",
     "extrapolates",
+    "failed_solves",
 ]
 
 
