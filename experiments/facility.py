@@ -14,6 +14,7 @@ Writes into the run directory: ``batches.csv``, ``module_log.csv``, ``facility_s
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import hydra
@@ -54,6 +55,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     params, structure, solver = twin_config.model_from_config(cfg.model)
     downstream = twin_config.downstream_from_config(cfg.downstream)
     out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = out_dir / "checkpoints"  # the biology, per chunk, until the run is done
+    if not cfg.get("resume", False):
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     write_provenance(out_dir, cfg, seed=facility.seed)
 
     bars = {}
@@ -69,6 +73,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
             solver=solver,
             des_progress=bars.get("des"),
             biology_progress=bars.get("bio"),
+            checkpoint_dir=checkpoint_dir,
         )
     finally:
         for bar in bars.values():
@@ -108,6 +113,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
             save_figure(plot_demand(sweep), out_dir / "demand.png")
     with atomic_path(out_dir / "facility_summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # every output is written
     return summary
 
 
