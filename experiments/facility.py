@@ -26,8 +26,10 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 import twin.config as twin_config
+from twin import TwinInputError
 from twin._atomic import atomic_path
 from twin._cli import exit_on_input_error
+from twin._limits import MAX_FACILITY_DAYS, over_limit
 from twin.facility import (
     COST_COLUMNS,
     demand_sweep,
@@ -52,6 +54,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Run the factory of ``cfg.facility``, write the outputs into ``out_dir``; return the
     summary (with ``timings_s``)."""
     facility = facility_from_config(cfg.facility)
+    days = cfg.demand_sweep.horizon_days
+    if limit := over_limit("demand_sweep.horizon_days", days, days, MAX_FACILITY_DAYS, "days"):
+        raise TwinInputError(limit)
     params, structure, solver = twin_config.model_from_config(cfg.model)
     downstream = twin_config.downstream_from_config(cfg.downstream)
     out_dir.mkdir(parents=True, exist_ok=True)
