@@ -8,6 +8,11 @@ the real entry point after two chunks of real solves and resumes it.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -118,6 +123,7 @@ def test_a_killed_factory_run_resumes_to_the_same_outputs(tmp_path, repo_root, m
     resumed = experiment.run(resume, tmp_path / "killed")
     harvested = int(pd.read_csv(tmp_path / "whole" / "batches.csv")["harvest_h"].notna().sum())
     rows = 2 * harvested  # each batch solved on its realized and its planned schedule
+    assert rows > 8  # more chunks than the killed run finished
     assert solved == list(range(8, rows, 4))  # chunks 0 and 4 were read back, not solved
     for name in ("batches.csv", "module_log.csv", "cost_breakdown.csv"):
         pd.testing.assert_frame_equal(
@@ -128,3 +134,55 @@ def test_a_killed_factory_run_resumes_to_the_same_outputs(tmp_path, repo_root, m
     written = json.loads((tmp_path / "killed" / "facility_summary.json").read_text())
     assert written["failed_solves"] == whole["failed_solves"]
     assert not (tmp_path / "killed" / "checkpoints").exists()  # removed once all is written
+
+
+def _facility(run_dir, *extra: str) -> list[str]:
+    from twin._cli import REPO_ROOT
+
+    return [
+        sys.executable,
+        str(REPO_ROOT / "experiments" / "facility.py"),
+        "facility=single_shuttle",
+        "facility.biology_chunk=2",
+        "progress=false",
+        "figures=false",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_a_factory_run_killed_with_sigkill_resumes_to_the_same_outputs(tmp_path):
+    """Real processes: one uninterrupted, one killed (SIGKILL) once a biology chunk is
+    checkpointed, then resumed with resume=true in its folder."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    done = subprocess.run(_facility(whole), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+    process = subprocess.Popen(
+        _facility(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 1800  # a loaded machine compiles slowly
+    while not list((killed / "checkpoints").glob("biology_*.npz")):
+        assert process.poll() is None, "finished before a checkpoint was seen"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "batches.csv").exists()
+    finished = len(list((killed / "checkpoints").glob("biology_*.npz")))
+    assert finished >= 1
+
+    refused = subprocess.run(_facility(killed), env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "resume=true" in refused.stderr
+    resumed = subprocess.run(
+        _facility(killed, "resume=true"), env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("batches.csv", "module_log.csv", "cost_breakdown.csv"):
+        assert (killed / name).read_bytes() == (whole / name).read_bytes(), name
+    a, b = (json.loads((d / "facility_summary.json").read_text()) for d in (whole, killed))
+    a.pop("timings_s"), b.pop("timings_s")
+    assert a == b
+    assert not (killed / "checkpoints").exists()
