@@ -155,6 +155,7 @@ def _analysis(cfg: DictConfig, out_dir: Path) -> dict:
     return result
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Run (or resume, or merge) the sweep into ``out_dir`` and return a summary dict."""
     # Here as well as at import: a launcher (submitit) may run ``run`` in a process that
