@@ -144,6 +144,7 @@ def main(cfg: DictConfig) -> None:
             "bottleneck",
             "cogs_per_batch_usd",
             "cogs_per_dose_usd",
+            "failed_solves",
         ):
             print(f"{key}: {summary[key]}")
         print(f"outputs: {out_dir}")

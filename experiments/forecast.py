@@ -40,6 +40,7 @@ PRINTED = (
     "recommended_harvest_time_h",
     "p_conforming_at_recommended",
     "expected_product_car_pos_cells_at_recommended",
+    "failed_draws",  # stated when 0: the quantiles are over the other draws
 )
 
 
