@@ -52,6 +52,7 @@ from twin.provenance import write_provenance
 jax.config.update("jax_enable_x64", True)
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Run the backtest; write the outputs into ``out_dir``; return the metrics."""
     params, structure, solver = twin_config.model_from_config(cfg.model)

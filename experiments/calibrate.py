@@ -80,6 +80,7 @@ SUMMARY_COLUMNS = (
 )
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path) -> Calibration:
     """Calibrate to ``cfg.data_dir`` and write the outputs into ``out_dir``."""
     params, structure, solver = twin_config.model_from_config(cfg.model)
@@ -160,12 +161,12 @@ def report(calibration: Calibration) -> str:
         f"{chosen['steps']} steps (max|gradient| {chosen['gradient_norm']:.2g}, "
         f"decrement {chosen['decrement']:.2g}; all starts: convergence.csv)"
     )
-    failed = int(chosen.get("failed_runs", 0))
-    if failed:
-        lines.append(
-            f"warning: the ODE solve failed for {failed} of {len(calibration.run_ids)} run(s) "
-            "at the estimate (penalized in the fit; see diagnostics failed_runs)"
-        )
+    failed = int(chosen.get("failed_runs", 0))  # stated when 0 too: a count, not a warning
+    lines.append(
+        f"{'warning: ' if failed else ''}failed ODE solves at the estimate: {failed} of "
+        f"{len(calibration.run_ids)} run(s)"
+        + (" (penalized in the fit; convergence.csv: failed_runs per start)" if failed else "")
+    )
     if not calibration.converged:
         lines.append(
             "WARNING: the calibration did not converge (or a run's solve failed): estimates "

@@ -30,6 +30,7 @@ from twin.provenance import write_provenance
 jax.config.update("jax_enable_x64", True)
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path) -> Path:
     """Export and lint; returns the path of ``problem.yaml``."""
     params, structure, _ = twin_config.model_from_config(cfg.model)

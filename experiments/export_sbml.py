@@ -35,6 +35,7 @@ def schedule_from_config(cfg: DictConfig):
     return schedule, run_id or "recipe"
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path) -> Path:
     """Export the configured model and schedule to ``out_dir/model.xml``; returns its path."""
     params, structure, _ = twin_config.model_from_config(cfg.model)

@@ -14,6 +14,7 @@ Writes into the run directory: ``batches.csv``, ``module_log.csv``, ``facility_s
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import hydra
@@ -25,8 +26,10 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 import twin.config as twin_config
+from twin import TwinInputError
 from twin._atomic import atomic_path
 from twin._cli import exit_on_input_error, overrides_label
+from twin._limits import MAX_FACILITY_DAYS, over_limit
 from twin.facility import (
     COST_COLUMNS,
     demand_sweep,
@@ -52,9 +55,15 @@ def run(cfg: DictConfig, out_dir: Path, title_note: str = "") -> dict:
     summary (with ``timings_s``). ``title_note`` (e.g. the command-line overrides, which tell
     a multirun's figures apart) heads every figure."""
     facility = facility_from_config(cfg.facility)
+    days = cfg.demand_sweep.horizon_days
+    if limit := over_limit("demand_sweep.horizon_days", days, days, MAX_FACILITY_DAYS, "days"):
+        raise TwinInputError(limit)
     params, structure, solver = twin_config.model_from_config(cfg.model)
     downstream = twin_config.downstream_from_config(cfg.downstream)
     out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = out_dir / "checkpoints"  # the biology, per chunk, until the run is done
+    if not cfg.get("resume", False):
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     write_provenance(out_dir, cfg, seed=facility.seed)
 
     bars = {}
@@ -70,6 +79,7 @@ def run(cfg: DictConfig, out_dir: Path, title_note: str = "") -> dict:
             solver=solver,
             des_progress=bars.get("des"),
             biology_progress=bars.get("bio"),
+            checkpoint_dir=checkpoint_dir,
         )
     finally:
         for bar in bars.values():
@@ -109,6 +119,7 @@ def run(cfg: DictConfig, out_dir: Path, title_note: str = "") -> dict:
             save_figure(with_note(plot_demand(sweep), title_note), out_dir / "demand.png")
     with atomic_path(out_dir / "facility_summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # every output is written
     return summary
 
 
@@ -134,6 +145,7 @@ def main(cfg: DictConfig) -> None:
             "bottleneck",
             "cogs_per_batch_usd",
             "cogs_per_dose_usd",
+            "failed_solves",
         ):
             print(f"{key}: {summary[key]}")
         print(f"outputs: {out_dir}")

@@ -40,9 +40,11 @@ PRINTED = (
     "recommended_harvest_time_h",
     "p_conforming_at_recommended",
     "expected_product_car_pos_cells_at_recommended",
+    "failed_draws",  # stated when 0: the quantiles are over the other draws
 )
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path, data: RunData | None = None) -> pd.DataFrame:
     """Forecast every run of ``data`` (default: read from ``cfg.data_dir``); write the outputs;
     return the per-run table."""

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 import twin.config as twin_config
 from twin import TwinInputError
 from twin._cli import exit_on_input_error, resolve_user_path
+from twin._limits import MAX_DRAWS, over_limit
 from twin.data import write_run_data
 from twin.provenance import write_provenance
 from twin.virtual import AssayPlan, generate_dataset
@@ -31,8 +32,12 @@ from twin.virtual import AssayPlan, generate_dataset
 jax.config.update("jax_enable_x64", True)
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path) -> Path:
     """Generate the dataset described by ``cfg``; return the dataset folder."""
+    runs = cfg.n_donors * cfg.runs_per_donor
+    if limit := over_limit("n_donors", cfg.n_donors, runs, MAX_DRAWS, "runs (x runs_per_donor)"):
+        raise TwinInputError(limit)
     params, structure, solver = twin_config.model_from_config(cfg.model)
     dataset_dir = out_dir / "dataset" if cfg.out_dir is None else resolve_user_path(cfg.out_dir)
     if dataset_dir.exists() and not cfg.overwrite:

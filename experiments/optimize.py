@@ -150,6 +150,7 @@ def _coverage(cfg: DictConfig) -> tuple[dict[str, tuple[float, float]], str]:
     return ranges, source
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path | None = None) -> Optimization:
     """Optimize as ``cfg`` says, write the files into ``out_dir`` (default: Hydra's run
     directory) and return the :class:`~twin.optimize.Optimization`."""
@@ -221,6 +222,7 @@ PRINTED = [
     "vector_vs_start",
     "vector_limit_met",
     "extrapolates",
+    "failed_solves",
 ]
 
 

@@ -59,6 +59,7 @@ CONFIG_DIR = REPO_ROOT / "configs"
 EXAMPLE_RUNNING_DIR = REPO_ROOT / "twin" / "data" / "example_running"
 # Keys of the main job's config that every stage config holding them takes over.
 SHARED_KEYS = (
+    "bounds",
     "model",
     "noise",
     "fit",
@@ -74,6 +75,7 @@ SHARED_KEYS = (
 NEEDS_CALIBRATION = ("forecast", "optimize")
 
 
+@twin.config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
     """Run the stages of ``cfg.stages`` into sub-folders of ``out_dir`` and write
     ``report.html``; return ``stages.json``'s record (stage -> outcome, seconds, notes)."""

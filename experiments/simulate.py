@@ -54,6 +54,7 @@ _SUMMARY_ROWS = (
 )
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path, title_note: str = "") -> pd.DataFrame:
     """Simulate, write the outputs into ``out_dir`` and return the summary table.
     ``title_note`` (e.g. the command-line overrides) is added to the figure's title."""

@@ -44,6 +44,7 @@ import twin.config as twin_config
 from twin import TwinInputError
 from twin._atomic import atomic_path
 from twin._cli import exit_on_input_error, resolve_user_path
+from twin._limits import MAX_SIMULATIONS, over_limit
 from twin.forecast._io import calibration_from_path
 from twin.kinetics import PARAMETER_NAMES
 from twin.optimize import DonorPopulation, population_from_calibration
@@ -154,6 +155,7 @@ def _analysis(cfg: DictConfig, out_dir: Path) -> dict:
     return result
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Run (or resume, or merge) the sweep into ``out_dir`` and return a summary dict."""
     # Here as well as at import: a launcher (submitit) may run ``run`` in a process that
@@ -181,6 +183,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     model = SweepModel(space, recipe, downstream, structure, solver)
     devices = local_devices(s.devices)
     total = design_size(s.design, s.n_points, space.dimension)
+    simulations = total * max(s.n_donors, 1)
+    if limit := over_limit("sweep.n_points", s.n_points, simulations, MAX_SIMULATIONS, "solves"):
+        raise TwinInputError(limit)
     chunk_size = s.chunk_size or chunk_size_for(
         s.memory_budget_mb, bytes_per_point(model, s.n_donors), total
     )

@@ -14,10 +14,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import twin.config as twin_config
 from twin._cli import exit_on_input_error, resolve_user_path
 from twin.data import MEASUREMENT_VARIABLES, RunData, read_run_data
 
 
+@twin_config.with_configured_bounds
 def run(cfg: DictConfig) -> str:
     """Read and validate ``cfg.data_dir``; return a summary of the dataset.
 

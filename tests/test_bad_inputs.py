@@ -37,7 +37,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).parent / "bad_inputs"
 CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text())
 # Functions that would start real work (a compile, a fit): a case that reaches one was accepted.
-_HEAVY = ("simulate", "calibrate", "forecast", "generate_dataset", "run_backtest", "optimize")
+_HEAVY = (
+    "simulate",
+    "calibrate",
+    "forecast",
+    "generate_dataset",
+    "run_backtest",
+    "optimize",
+    "run_facility",
+    "demand_sweep",
+    "run_sweep",
+)
 _SECONDS_PER_CASE = 10
 
 

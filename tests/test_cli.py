@@ -215,6 +215,8 @@ def _check_composed(cfg) -> None:
         twin_config.downstream_from_config(cfg.downstream)
     if "noise" in cfg:
         twin_config.noise_from_config(cfg.noise)
+    if "bounds" in cfg:
+        twin_config.bounds_from_config(cfg.bounds)
     if "design" in cfg:  # generate: the design, the donor variation and the assay plan
         import numpy as np
 

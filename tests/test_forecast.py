@@ -121,6 +121,9 @@ def test_forecast_table_follows_the_contract(result, truncated):
     assert np.all(table["median"] <= table["upper_90"])
     probabilities = result.runs.filter(like="p_")
     assert np.all((probabilities.to_numpy() >= 0) & (probabilities.to_numpy() <= 1))
+    # every run states its failed draws, 0 included (runs.csv; printed by forecast.py)
+    assert (result.runs["failed_draws"] == 0).all()
+    assert result.runs["conditioning_solve_success"].all()
 
 
 def test_conditioning_moves_towards_the_truth(result, truncated, virtual):

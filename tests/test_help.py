@@ -23,7 +23,7 @@ def test_calibrate_help_describes_the_script_and_its_groups():
     assert "python experiments/calibrate.py data_dir=DIR" in text
     groups = text.split("Config groups", 1)[1].split("== Config", 1)[0]
     listed = {line.split()[0] for line in groups.splitlines()[1:] if line.strip()}
-    assert listed == {"model", "noise", "fit", "forecast"}
+    assert listed == {"model", "noise", "fit", "forecast", "bounds"}
     # Hydra's default listing of every group in configs/ (facility, sweep, ...) is gone.
     assert "facility:" not in text
     assert "powered by Hydra" not in text

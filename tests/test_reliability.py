@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import os
 import shutil
@@ -10,6 +12,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -133,6 +136,72 @@ def test_plausibility_bounds_are_configurable(tmp_path):
         PlausibilityBounds(max_cells=-1.0)
 
 
+class _Reached(Exception):
+    """Raised by a stand-in for the solve: the inputs were accepted; carries the schedule."""
+
+
+def _compose(*requests: tuple[str, list[str]]):
+    from hydra import compose, initialize_config_dir
+
+    import twin.config  # noqa: F401  (registers the schemas)
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        return [compose(command, overrides=overrides) for command, overrides in requests]
+
+
+def _entry(command: str):
+    spec = importlib.util.spec_from_file_location(
+        f"bounds_{command}", REPO_ROOT / "experiments" / f"{command}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _reach(*args, **kwargs):
+    raise _Reached(args[1])  # simulate(params, schedule, ...)
+
+
+def _with(cfg, **values):
+    cfg = copy.deepcopy(cfg)
+    for key, value in values.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+def test_bounds_from_the_command_line_serve_the_data_and_the_recipe_path(tmp_path, monkeypatch):
+    """5e12 seed cells: refused by default (1e12), accepted with bounds.max_cells=1e13, in a
+    batch record (validate; simulate's replay, whose schedule is re-checked) and in a recipe."""
+    folder = tmp_path / "data"
+    shutil.copytree(BASE, folder)
+    events = folder / "events.csv"
+    events.write_text(events.read_text().replace("seed,100000000,", "seed,5e12,"))
+    recipe, raised_recipe, data = _compose(
+        ("simulate", ["recipe.seed_cells=5e12"]),
+        ("simulate", ["recipe.seed_cells=5e12", "bounds.max_cells=1e13"]),
+        ("validate", [f"data_dir={folder}"]),
+    )
+    assert raised_recipe.bounds.max_cells == 1e13 and data.bounds.max_cells == 1e12
+    replay = _with(recipe, data_dir=str(folder), run_id="R1", **{"recipe.seed_cells": 1e8})
+    validate, simulate = _entry("validate"), _entry("simulate")
+    monkeypatch.setattr(simulate, "simulate", _reach)
+    for refused, accepted in (
+        (recipe, raised_recipe),
+        (replay, _with(replay, **{"bounds.max_cells": 1e13})),
+    ):
+        with pytest.raises(TwinInputError, match=r"above bounds\.max_cells=1e\+12"):
+            simulate.run(refused, tmp_path / "out")
+        with pytest.raises(_Reached) as reached:
+            simulate.run(accepted, tmp_path / "out")
+        assert float(reached.value.args[0].cells[0]) == 5e12  # the seed, as given
+    with pytest.raises(TwinInputError, match=r"line 2, column cells: value '5e12'"):
+        validate.run(data)
+    assert "runs: 1" in validate.run(_with(data, **{"bounds.max_cells": 1e13}))
+    # the bounds hold only inside the command: afterwards the defaults are back
+    with pytest.raises(TwinInputError, match="implausibly large"):
+        read_run_data(folder)
+
+
 def _script(name: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run(
@@ -194,3 +263,120 @@ def test_a_rerun_never_replaces_results_and_the_same_command_is_bit_identical(tm
         xr.testing.assert_identical(a.load(), b.load())  # bit-identical values and attrs
     record = json.loads((run / "provenance.json").read_text())
     assert record["devices"]["device_count"] >= 1
+
+
+# --- every summary counts its failures (0 included) ----------------------------------------
+
+
+def test_backtest_metrics_count_failed_runs_and_draws():
+    from twin.forecast._backtest import backtest_metrics
+
+    results = pd.DataFrame(
+        {
+            "median": [1.1e9, float("nan"), 4.0e8],  # the second run: every draw failed
+            "relative_error": [0.1, float("nan"), 0.2],
+            "log_error": [0.0, float("nan"), 0.0],
+            "covered": [True, False, False],
+            "noise_floor": [0.05] * 3,
+            "failed_draws": [0, 200, 3],
+        }
+    )
+    metrics = backtest_metrics(results, horizon_h=60)
+    assert (metrics["runs"], metrics["failed_runs"], metrics["failed_draws"]) == (3, 1, 203)
+    assert metrics["mean_relative_error"] == pytest.approx(0.15)  # over the forecast runs
+    assert metrics["coverage_90"] == pytest.approx(1 / 3)  # a failed run is not covered
+    assert backtest_metrics(results.iloc[[0]], 60)["failed_runs"] == 0
+
+
+def test_validity_table_counts_failed_runs():
+    from twin.plants._bench import format_table, metrics, summary_table
+
+    rows = pd.DataFrame(
+        {
+            "method": "twin",
+            "run_id": ["A", "B"],
+            "observed": [5e8, 5e8],
+            "median": [5.5e8, float("nan")],
+            "relative_error": [0.1, float("nan")],
+            "covered": [True, False],
+        }
+    )
+    assert metrics(rows)["failed_runs"] == 1 and metrics(rows.iloc[:1])["failed_runs"] == 0
+    results = pd.concat([rows.assign(bench="p1"), rows.iloc[:1].assign(bench="p2")])
+    table = summary_table(results, {"p1": True, "p2": True})
+    assert table["twin_failed_runs"].tolist() == [1, 0, 1]  # the plants' row: their sum
+    assert format_table(table).splitlines()[0].endswith("| failed runs")
+    assert format_table(table).splitlines()[2].endswith("| 1")
+
+
+def _calibration(failed_runs: int) -> Calibration:
+    from twin import default_parameters
+    from twin.assays import AssayNoise
+    from twin.kinetics import ModelStructure, to_unconstrained
+    from twin.simulate import SolverSettings
+
+    fitted = ("max_growth_rate_per_h",)
+    population = to_unconstrained(default_parameters())
+    return Calibration(
+        fitted=fitted,
+        donor_level=(),
+        donor_ids=("D0",),
+        run_ids=("R0", "R1"),
+        run_donor_ids=("D0", "D0"),
+        model_parameters=default_parameters(),
+        estimate=np.array([float(population.max_growth_rate_per_h)]),
+        donor_effects=np.zeros((1, 0)),
+        covariance=np.diag([0.01]),
+        prior_sd=np.full(1, 0.3),
+        donor_sd=np.zeros(0),
+        noise=AssayNoise(),
+        initial_noise=AssayNoise(),
+        structure=ModelStructure(),
+        solver=SolverSettings(),
+        objective=1.0,
+        n_observations=4,
+        observations=pd.DataFrame(
+            columns=["run_id", "time_h", "variable", "observed", "predicted", "scaled_residual"]
+        ),
+        diagnostics=pd.DataFrame(
+            {
+                "selected": [True],
+                "converged": [True],
+                "failed_runs": [failed_runs],
+                "steps": [5],
+                "gradient_norm": [1e-9],
+                "decrement": [1e-12],
+            }
+        ),
+        profiles=pd.DataFrame(),
+        prior_dominated_ratio=0.7,
+        high_correlation=0.95,
+    )
+
+
+def test_calibrate_report_counts_failed_solves():
+    report = _entry("calibrate").report
+    assert "failed ODE solves at the estimate: 0 of 2 run(s)" in report(_calibration(0))
+    text = report(_calibration(1))
+    assert "warning: failed ODE solves at the estimate: 1 of 2 run(s) (penalized" in text
+    assert "NOT converged" in text
+
+
+def test_optimize_comparison_counts_failed_solves():
+    from twin.optimize import OptimizeConfig
+    from twin.optimize._optimize import _table
+
+    def outcome(success):
+        success = np.asarray(success)
+        return {
+            "conforming": success.astype(float),  # a failed batch does not conform
+            "product_viable_car_pos_cells": np.where(success, 1e9, np.nan),
+            "conforming_doses": success.astype(float),
+            "success": success,
+        }
+
+    outcomes = {"start": outcome([True] * 4), "optimized": outcome([True, False, True, False])}
+    opt = OptimizeConfig(objective="p_conforming", n_bootstrap=50)
+    table = _table(outcomes, opt, np.random.default_rng(0), {"start": {}, "optimized": {}})
+    assert table["failed_solves"].tolist() == [0, 2]
+    assert table["solver_success"].tolist() == [1.0, 0.5]

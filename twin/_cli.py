@@ -74,7 +74,7 @@ def check_output_dir(out_dir: Path, *, overwrite: bool) -> None:
         raise TwinInputError(
             f"hydra.run.dir={str(out_dir)!r} already holds the results of an earlier run "
             f"({RUN_MARKER}); choose another folder, pass overwrite=true to replace them or "
-            "(calibrate) resume=true to continue a killed run"
+            "(calibrate, facility) resume=true to continue a killed run"
         )
 
 

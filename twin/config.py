@@ -9,8 +9,10 @@ any work starts, and the defaults live in exactly one place (the dataclasses and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +26,7 @@ from .facility import FacilityConfig
 from .forecast import ForecastSettings
 from .kinetics import PARAMETER_TABLE, KineticParameters, ModelStructure, default_parameters
 from .optimize._config import HoldoutConfig, OptimizeConfig
-from .process import Recipe, build_schedule
+from .process import PlausibilityBounds, Recipe, bounds_in_force, build_schedule
 from .process._downstream import Downstream
 from .simulate import SolverSettings
 
@@ -52,6 +54,7 @@ SCHEMAS: dict[str, type] = {
     "facility": FacilityConfig,
     "optimize": OptimizeConfig,
     "holdout": HoldoutConfig,
+    "bounds": PlausibilityBounds,
 }
 
 
@@ -117,6 +120,40 @@ def model_from_config(
     structure = _to_object(cfg_model.structure, "model.structure")
     solver = _to_object(cfg_model.solver, "model.solver")
     return params, structure, solver
+
+
+def bounds_from_config(cfg_bounds: DictConfig | None) -> PlausibilityBounds:
+    """The plausibility bounds of the ``bounds`` config group (``None``: the defaults).
+
+    **Raises:** :class:`TwinInputError` naming ``bounds.<key>`` and the value, for each bound
+    that is not a finite number > 0.
+    """
+    if cfg_bounds is None:
+        return PlausibilityBounds()
+    values = OmegaConf.to_container(cfg_bounds, resolve=True)
+    problems = [
+        f"bounds.{name}={value!r}: must be a finite number > 0"
+        for name, value in values.items()
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0)
+    ]
+    if problems:
+        raise TwinInputError(problems[0], problems=problems)
+    return PlausibilityBounds(**values)
+
+
+_Run = TypeVar("_Run", bound=Callable)
+
+
+def with_configured_bounds(run: _Run) -> _Run:
+    """Run a command's ``run(cfg, ...)`` with its ``cfg.bounds`` in force (the defaults when the
+    config has none): the recipe checks and the run-data checks all use them."""
+
+    @functools.wraps(run)
+    def wrapper(cfg, *args, **kwargs):
+        with bounds_in_force(bounds_from_config(cfg.get("bounds"))):
+            return run(cfg, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def recipe_from_config(cfg_recipe: DictConfig) -> Recipe:

@@ -3,14 +3,20 @@
 Realized event times are the recipe times plus each operation's lateness (see ``_plan``);
 the planned schedule is the recipe's own. Both go through ``twin.simulate.simulate_batch``
 (vmapped) in chunks of one fixed size, so the solve compiles once per schedule length.
+With a checkpoint folder each chunk's outcomes are written as soon as they are solved, so a
+killed factory run resumes (``resume=true``) with the chunks it had not finished.
 """
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._atomic import atomic_path
 from ..kinetics import PARAMETER_NAMES, KineticParameters, ModelStructure
 from ..observe import observables
 from ..process import EVENT_FIELDS, Downstream, Schedule, product
@@ -87,6 +93,18 @@ def batch_schedules(
     return realized, planned
 
 
+def _fingerprint(params, schedules, downstream, structure, solver, size) -> str:
+    """A hash of everything the biology's outcomes depend on: a checkpoint is reused only for
+    exactly the same solves."""
+    digest = hashlib.sha256()
+    for name, array in sorted(params.items()) + sorted(schedules.items()):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{name}{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    digest.update(repr((downstream, structure, solver, size)).encode())
+    return digest.hexdigest()[:24]
+
+
 def simulate_outcomes(
     params: dict[str, np.ndarray],
     schedules: dict[str, np.ndarray],
@@ -96,32 +114,60 @@ def simulate_outcomes(
     solver: SolverSettings,
     chunk: int,
     progress=None,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, np.ndarray]:
-    """Solve every row and return :data:`OUTCOMES` (harvest observables and product)."""
+    """Solve every row and return :data:`OUTCOMES` (harvest observables and product).
+
+    With ``checkpoint_dir`` each chunk's outcomes are kept there (``biology_<hash>_<row>.npz``,
+    written atomically) and read back, bit for bit, instead of solved again.
+    """
     n = len(schedules["time_h"])
     results = {name: np.zeros(n) for name in OUTCOMES}
     if n == 0:
         return results
     size = chunk  # one shape for every run: one compile per process
+    key = None
+    if checkpoint_dir is not None:
+        key = _fingerprint(params, schedules, downstream, structure, solver, size)
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
     save = jnp.zeros((size, 1))
     for start in range(0, n, size):
-        rows = np.arange(start, start + size)
-        rows = np.minimum(rows, n - 1)  # the last chunk repeats its final row: same shape
-        p = KineticParameters(**{k: jnp.asarray(v[rows]) for k, v in params.items()})
-        s = Schedule(**{k: jnp.asarray(v[rows]) for k, v in schedules.items()})
-        trajectory = simulate_batch(p, s, save, structure, solver)
-        harvest = observables(trajectory.end_state)
-        made = product(harvest, downstream)
         take = slice(start, min(start + size, n))
         m = take.stop - take.start
-        for name in OUTCOMES:
-            if name == "success":
-                value = trajectory.success
-            elif name in made:
-                value = made[name]
-            else:
-                value = harvest[name]
-            results[name][take] = np.asarray(value)[:m]
+        path = None if key is None else Path(checkpoint_dir) / f"biology_{key}_{start}.npz"
+        if path is not None and path.is_file():
+            with np.load(path) as stored:
+                for name in OUTCOMES:
+                    results[name][take] = stored[name]
+        else:
+            chunk_outcomes = _solve_chunk(
+                params, schedules, start, size, n, downstream, structure, solver, save
+            )
+            for name in OUTCOMES:
+                results[name][take] = chunk_outcomes[name][:m]
+            if path is not None:
+                with atomic_path(path) as tmp, open(tmp, "wb") as stream:
+                    np.savez(stream, **{name: results[name][take] for name in OUTCOMES})
         if progress is not None:
             progress.update(m)
     return results
+
+
+def _solve_chunk(params, schedules, start, size, n, downstream, structure, solver, save):
+    rows = np.arange(start, start + size)
+    rows = np.minimum(rows, n - 1)  # the last chunk repeats its final row: same shape
+    p = KineticParameters(**{k: jnp.asarray(v[rows]) for k, v in params.items()})
+    s = Schedule(**{k: jnp.asarray(v[rows]) for k, v in schedules.items()})
+    trajectory = simulate_batch(p, s, save, structure, solver)
+    harvest = observables(trajectory.end_state)
+    made = product(harvest, downstream)
+    out = {}
+    for name in OUTCOMES:
+        if name == "success":
+            value = trajectory.success
+        elif name in made:
+            value = made[name]
+        else:
+            value = harvest[name]
+        out[name] = np.asarray(value)
+    return out

@@ -11,6 +11,7 @@ import dataclasses
 import math
 
 from .._errors import TwinInputError
+from .._limits import MAX_FACILITY_BATCHES, MAX_FACILITY_DAYS, over_limit
 from ..kinetics import PARAMETER_NAMES
 from ..process import Recipe
 
@@ -190,6 +191,21 @@ def check_config(cfg: FacilityConfig) -> None:
     for key in ("robot_move_h", "bay_turnaround_h", "arrivals_per_week"):
         nonneg(key, getattr(cfg, key))
     positive("horizon_days", cfg.horizon_days)
+    if not problems:  # sizes of a run that would hang (a typo), refused before it starts
+        limit = over_limit(
+            "facility.horizon_days", cfg.horizon_days, cfg.horizon_days, MAX_FACILITY_DAYS, "days"
+        )
+        rate = max(cfg.arrivals_per_week, cfg.arrivals_per_week_end or 0.0)
+        batches = rate * cfg.horizon_days / 7.0
+        limit = limit or over_limit(
+            "facility.arrivals_per_week",
+            cfg.arrivals_per_week,
+            batches,
+            MAX_FACILITY_BATCHES,
+            f"batches over {cfg.horizon_days:g} days",
+        )
+        if limit:
+            problems.append(limit)
     positive("cartridge_capacity_ml", cfg.cartridge_capacity_ml)
     if cfg.arrivals_per_week_end is not None:
         nonneg("arrivals_per_week_end", cfg.arrivals_per_week_end)

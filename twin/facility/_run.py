@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -89,11 +90,14 @@ def run_facility(
     solver: SolverSettings = SolverSettings(),
     des_progress=None,
     biology_progress=None,
+    checkpoint_dir: Path | None = None,
 ) -> FacilityResult:
     """Run the factory of ``cfg`` with the biology of ``population`` (the mean donor).
 
     Every batch harvested within the horizon is simulated twice with the project's simulator:
-    on its realized schedule and on its planned (recipe) one.
+    on its realized schedule and on its planned (recipe) one. With ``checkpoint_dir`` the
+    biology is checkpointed per chunk (see :func:`simulate_outcomes`): a rerun of a killed run
+    solves only the chunks it had not finished (the discrete-event part is seeded and cheap).
 
     **Raises:** :class:`~twin.TwinInputError` for a bad config (naming ``facility.<key>``).
     """
@@ -121,6 +125,7 @@ def run_facility(
         solver=solver,
         chunk=cfg.biology_chunk,
         progress=biology_progress,
+        checkpoint_dir=checkpoint_dir,
     )
     t2 = time.perf_counter()
 

@@ -130,6 +130,7 @@ def fold_rows(
                 "log_error": float(np.log(row.median / actual)),
                 "covered": row.lower_90 <= actual <= row.upper_90,
                 "noise_floor": noise_floor(float(car[row.run_id]), noise),
+                "failed_draws": int(getattr(row, "failed_draws", 0)),
             }
         )
     return rows
@@ -137,10 +138,18 @@ def fold_rows(
 
 def backtest_metrics(results: pd.DataFrame, horizon_h: float) -> dict:
     """Mean and median relative error, bias (mean log error), 90 % coverage, and the mean
-    relative error an exact forecast would have from assay noise alone."""
+    relative error an exact forecast would have from assay noise alone.
+
+    The errors are over the runs with a forecast; ``failed_runs`` counts those without one
+    (every draw's solve failed: a NaN median, counted as not covered) and ``failed_draws`` the
+    failed draws of all runs, 0 included, so a mean over fewer runs never passes unnoticed."""
+    failed = ~np.isfinite(results["median"].to_numpy(float))
+    draws = results["failed_draws"] if "failed_draws" in results else pd.Series(0, results.index)
     return {
         "horizon_h": float(horizon_h),
         "runs": len(results),
+        "failed_runs": int(failed.sum()),
+        "failed_draws": int(draws.sum()),
         "mean_relative_error": float(results["relative_error"].mean()),
         "median_relative_error": float(results["relative_error"].median()),
         "mean_log_error": float(results["log_error"].mean()),

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import TwinInputError
+from .._limits import MAX_DRAWS, MAX_TIME_POINTS, over_limit
 from ..calibrate import Calibration, build_problem
 from ..calibrate._bands import simulate_parameter_draws
 from ..data import RunData
@@ -94,6 +95,14 @@ class ForecastSettings:
         for name in ("planned_harvest_time_h", "time_step_h"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"forecast.{name}={getattr(self, name)!r}: must be > 0")
+        steps = self.planned_harvest_time_h / self.time_step_h
+        limit = over_limit(
+            "forecast.n_draws", self.n_draws, self.n_draws, MAX_DRAWS, "draws per run"
+        ) or over_limit(
+            "forecast.time_step_h", self.time_step_h, steps, MAX_TIME_POINTS, "time points"
+        )
+        if limit:
+            raise ValueError(limit)
         if self.memory_h is not None and not self.memory_h > 0:
             raise ValueError(f"forecast.memory_h={self.memory_h!r}: must be > 0 (or null)")
         if self.advice_extension_h < 0:

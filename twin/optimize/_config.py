@@ -7,6 +7,7 @@ import math
 
 from omegaconf import MISSING
 
+from .._limits import MAX_DRAWS, over_limit
 from ._objective import OBJECTIVES, Prices
 
 DATA_GUARDS: tuple[str, ...] = ("restrict", "flag")
@@ -53,6 +54,10 @@ class OptimizeConfig:
         for key in ("n_donors", "n_eval_donors", "starts", "steps", "pareto_steps", "n_bootstrap"):
             if not getattr(self, key) >= 1:
                 raise ValueError(f"optimize.{key}={getattr(self, key)!r}: must be >= 1")
+        for key in ("n_donors", "n_eval_donors"):
+            value = getattr(self, key)
+            if limit := over_limit(f"optimize.{key}", value, value, MAX_DRAWS, "donors"):
+                raise ValueError(limit)
         for key in ("temperature", "learning_rate"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"optimize.{key}={getattr(self, key)!r}: must be > 0")

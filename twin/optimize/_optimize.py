@@ -389,6 +389,7 @@ def _table(outcomes: dict, opt: OptimizeConfig, rng, flags: dict) -> pd.DataFram
                 else math.nan,
                 "medium_mL": out["medium_mL"].mean() if has_cost else math.nan,
                 "solver_success": out["success"].mean(),
+                "failed_solves": int(np.sum(~np.asarray(out["success"], bool))),  # 0 stated
                 **flags[name],
             }
         )

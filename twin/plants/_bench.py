@@ -156,10 +156,12 @@ def method_rows(
 
 def metrics(rows: pd.DataFrame) -> dict:
     """MRE, median relative error, bias (mean signed relative error), mean log error, 90 %
-    coverage and the number of runs."""
+    coverage, the number of runs and of failed ones (no finite forecast: left out of the
+    errors, counted as not covered)."""
     rel = rows["relative_error"]
     return {
         "runs": len(rows),
+        "failed_runs": int((~np.isfinite(rows["median"].to_numpy(float))).sum()),
         "mre": float(rel.abs().mean()),
         "median_re": float(rel.abs().median()),
         "bias": float(rel.mean()),
@@ -179,7 +181,8 @@ def summary_table(results: pd.DataFrame, converged: dict[str, bool | None]) -> p
             if mine.empty:
                 continue
             m = metrics(mine)
-            row |= {f"{method}_{k}": m[k] for k in ("mre", "median_re", "bias", "coverage_90")}
+            keys = ("mre", "median_re", "bias", "coverage_90", "failed_runs")
+            row |= {f"{method}_{k}": m[k] for k in keys}
         if "twin_mre" in row and "oracle_mre" in row:
             row["twin/oracle"] = _ratio(row["twin_mre"], row["oracle_mre"])
         row["converged"] = converged.get(bench)
@@ -190,6 +193,8 @@ def summary_table(results: pd.DataFrame, converged: dict[str, bool | None]) -> p
         mean = plants.drop(columns=["bench", "converged"]).mean(numeric_only=True)
         mean_row = {"bench": "mean over plants", **mean.to_dict()}
         mean_row["runs"] = int(plants["runs"].sum())
+        for failed in [c for c in plants if c.endswith("_failed_runs")]:  # counts: summed
+            mean_row[failed] = int(plants[failed].sum())
         if "twin_mre" in mean_row and "oracle_mre" in mean_row:
             mean_row["twin/oracle"] = _ratio(mean_row["twin_mre"], mean_row["oracle_mre"])
         conv = plants["converged"]
@@ -208,7 +213,7 @@ def format_table(table: pd.DataFrame) -> str:
     head = f"{'bench':<18}{'runs':>5}"
     for m in methods:
         head += f" | {m + ' MRE':>16}{'med':>6}{'bias':>7}{'cov90':>6}"
-    head += " | twin/oracle | converged"
+    head += " | twin/oracle | converged | failed runs"
     lines = [head, "-" * len(head)]
     for row in table.to_dict("records"):
         line = f"{row['bench']:<18}{int(row['runs']):>5}"
@@ -221,7 +226,9 @@ def format_table(table: pd.DataFrame) -> str:
         known = ratio is not None and np.isfinite(ratio)
         line += f" | {ratio:>11.2f}" if known else f" | {'n/a':>11}"
         conv = row.get("converged")
-        line += f" | {'n/a' if conv is None or conv != conv else ('yes' if conv else 'NO')}"
+        line += f" | {'n/a' if conv is None or conv != conv else ('yes' if conv else 'NO'):<9}"
+        failed = sum(int(row.get(f"{m}_failed_runs", 0)) for m in methods)
+        line += f" | {failed}"
         lines.append(line)
     return "\n".join(lines)
 

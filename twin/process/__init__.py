@@ -1,6 +1,10 @@
 """Unit operations, schedules and recipes of one Cell Shuttle cartridge."""
 
-from ._bounds import DEFAULT_BOUNDS as DEFAULT_BOUNDS, PlausibilityBounds as PlausibilityBounds
+from ._bounds import (
+    DEFAULT_BOUNDS as DEFAULT_BOUNDS,
+    PlausibilityBounds as PlausibilityBounds,
+    bounds_in_force as bounds_in_force,
+)
 from ._design import (
     DESIGN_VALUES as DESIGN_VALUES,
     recipe_values as recipe_values,

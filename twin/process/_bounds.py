@@ -2,14 +2,21 @@
 
 One set of bounds serves the recipe path (:meth:`~twin.process.Recipe.events`) and the data path
 (``twin.data`` validation), so a value refused in a recipe is refused in a batch record too.
+A command sets its bounds (config group ``bounds``) once, with :func:`bounds_in_force`: every
+check that takes the default, :data:`DEFAULT_BOUNDS`, then uses them, including the re-checks
+deep inside (``build_schedule``), so a value accepted with a raised bound is accepted all the
+way through.
 A typo of a few orders of magnitude (seed cells 1e30, a feed of 5000 mL, harvest at 1e7 h)
 would otherwise be simulated, at best uselessly, at worst for hours and gigabytes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
+from collections.abc import Iterator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,4 +87,35 @@ class PlausibilityBounds:
         return f"is implausibly large (above bounds.{name}={limit:g})"
 
 
-DEFAULT_BOUNDS = PlausibilityBounds()
+_FIELDS = frozenset(field.name for field in dataclasses.fields(PlausibilityBounds))
+_IN_FORCE: contextvars.ContextVar[PlausibilityBounds | None] = contextvars.ContextVar(
+    "plausibility_bounds", default=None
+)
+
+
+class _BoundsInForce(PlausibilityBounds):
+    """The bounds set by :func:`bounds_in_force`, else the defaults: read at each use, so a
+    default argument (``bounds=DEFAULT_BOUNDS``) follows the command's configured bounds."""
+
+    def __getattribute__(self, name: str):
+        if name in _FIELDS:
+            in_force = _IN_FORCE.get()
+            if in_force is not None:
+                return getattr(in_force, name)
+        return super().__getattribute__(name)
+
+
+DEFAULT_BOUNDS: PlausibilityBounds = _BoundsInForce()
+
+
+@contextlib.contextmanager
+def bounds_in_force(bounds: PlausibilityBounds | None) -> Iterator[PlausibilityBounds]:
+    """Use ``bounds`` (``None``: the defaults) wherever :data:`DEFAULT_BOUNDS` is the default,
+    within the ``with`` block (per thread and task: a context variable)."""
+    if isinstance(bounds, _BoundsInForce):  # the view itself: keep what is in force
+        bounds = _IN_FORCE.get()
+    token = _IN_FORCE.set(bounds)
+    try:
+        yield bounds if bounds is not None else PlausibilityBounds()
+    finally:
+        _IN_FORCE.reset(token)
