@@ -42,8 +42,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-import twin.config  # noqa: F401  (registers the config schemas the stage configs use)
-import twin.optimize  # noqa: F401  (registers optimize_schema)
+import twin.config  # also registers the config schemas the stage configs start from
 from twin import TwinInputError
 from twin._atomic import atomic_path
 from twin._cli import EXAMPLE_DATA_DIR, REPO_ROOT, exit_on_input_error, resolve_user_path
