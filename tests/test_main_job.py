@@ -172,3 +172,13 @@ def test_main_job_runs_every_stage_and_resumes(main_job, tmp_path, capsys):
     capsys.readouterr()
     main_job.run(resumed, tmp_path / "out")
     assert capsys.readouterr().out.count("done earlier, kept (resume)") == len(main_job.STAGES)
+
+
+def test_report_command_renders_a_folder_again_or_says_what_it_needs(tmp_path, capsys):
+    from twin.report import main
+
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "usage: python -m twin.report RUN_DIR" in capsys.readouterr().err
+    folder = _fake_run_folder(tmp_path / "run")
+    assert main([str(folder)]) == 0
+    assert (folder / "report.html").is_file()
