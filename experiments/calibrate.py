@@ -11,9 +11,9 @@ effects, noise SDs, diagnostics, the resolved config; read it back with
 ``summary.csv`` (one row per fitted parameter), ``convergence.csv`` (every start and
 continuation: objective, steps, decrement, converged), ``discrepancy.csv`` (the forecast's model
 discrepancy learnt on the training runs), ``selection.csv`` (with ``fit.select``: candidate
-structures ranked), ``fit_<variable>.png`` (observed vs the fitted trajectory per run, with the 90 % band of
-what would be measured), ``residuals.png``,
-``parameters.png`` (prior vs posterior intervals), ``profiles.png`` (if profiled),
+structures ranked), ``fit_<variable>.png`` (observed vs the fitted trajectory per run, with
+the 90 % band of what would be measured), ``residuals.png``, ``parameters.png`` (prior vs
+posterior intervals), ``profiles.png`` (if profiled),
 ``resolved_config.yaml`` and ``provenance.json``; prints the summary. Compiled programs are
 cached on disk in ``compilation_cache_dir`` (default ``~/.cache/cartwin/jax``; ``null`` turns
 it off), so a second run on data of the same padded shape skips XLA's compile (tracing it
