@@ -23,25 +23,12 @@ import twin.config as twin_config
 from twin._atomic import atomic_path
 from twin._cli import exit_on_input_error, resolve_user_path
 from twin.data import RunData, read_run_data
-from twin.forecast import forecast, plot_fan_chart
+from twin.forecast import KEY_RUN_COLUMNS, forecast, plot_fan_chart
 from twin.forecast._io import calibration_from_path
 from twin.plots import save_figure
 from twin.provenance import write_provenance
 
 jax.config.update("jax_enable_x64", True)
-
-PRINTED = (
-    "run_id",
-    "assumed_plan",
-    "now_h",
-    "planned_harvest_time_h",
-    "p_conforming_at_planned",
-    "expected_viable_car_pos_cells_at_planned",
-    "recommended_harvest_time_h",
-    "p_conforming_at_recommended",
-    "expected_product_car_pos_cells_at_recommended",
-    "failed_draws",  # stated when 0: the quantiles are over the other draws
-)
 
 
 @twin_config.with_configured_bounds
@@ -78,7 +65,7 @@ def main(cfg: DictConfig) -> None:
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         runs = run(cfg, out_dir)
         with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
-            print(runs[list(PRINTED)].to_string(index=False))
+            print(runs[list(KEY_RUN_COLUMNS)].to_string(index=False))
         print(f"outputs: {out_dir}")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ._atomic import atomic_path
+from .forecast import KEY_RUN_COLUMNS
 
 STAGE_TITLES: dict[str, str] = {
     "validate": "check the run data",
@@ -186,21 +187,7 @@ def _forecast(folder: Path) -> tuple[list[Key], str]:
                 "",
             )
         )
-    columns = [
-        c
-        for c in (
-            "run_id",
-            "assumed_plan",
-            "now_h",
-            "planned_harvest_time_h",
-            "p_conforming_at_planned",
-            "expected_viable_car_pos_cells_at_planned",
-            "recommended_harvest_time_h",
-            "p_conforming_at_recommended",
-            "expected_product_car_pos_cells_at_recommended",
-        )
-        if c in runs
-    ]
+    columns = [c for c in KEY_RUN_COLUMNS if c in runs]
     body = _table(runs[columns], "per running batch (runs.csv)")
     body += _figures(folder, sorted(p.name for p in folder.glob("fan_*.png")))
     return keys, body

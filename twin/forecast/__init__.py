@@ -1,6 +1,7 @@
 """Forecast running batches from a calibration: intervals, release odds, harvest advice."""
 
 from ._forecast import (
+    KEY_RUN_COLUMNS as KEY_RUN_COLUMNS,
     Forecast as Forecast,
     ForecastSettings as ForecastSettings,
     forecast as forecast,

@@ -39,6 +39,20 @@ from ._predictive import (
 
 log = logging.getLogger(__name__)
 
+# The columns of ``Forecast.runs`` a reader looks at first (the command's printout, the report).
+KEY_RUN_COLUMNS = (
+    "run_id",
+    "assumed_plan",
+    "now_h",
+    "planned_harvest_time_h",
+    "p_conforming_at_planned",
+    "expected_viable_car_pos_cells_at_planned",
+    "recommended_harvest_time_h",
+    "p_conforming_at_recommended",
+    "expected_product_car_pos_cells_at_recommended",
+    "failed_draws",  # stated when 0: the quantiles are over the other draws
+)
+
 # Chosen by the mean over the mismatch bench's four plants (experiments/validity.py, 60 h
 # ahead, with forgetting and the learnt discrepancy): viable CAR+ error 19.3 % with the first
 # two only, 18.4 % adding the decline time, 18.2 % adding the lactate yield too (the worst
