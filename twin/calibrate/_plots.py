@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import matplotlib.pyplot as plt
 import matplotlib.ticker
+import numpy as np
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..assays import ASSAY_SCALES, MEASURED_VARIABLES  # noqa: E402
-from ..data import MEASUREMENT_UNITS  # noqa: E402
-from ._result import Calibration  # noqa: E402
+from ..assays import ASSAY_SCALES, MEASURED_VARIABLES
+from ..data import MEASUREMENT_UNITS
+from ._result import Calibration
 
 
 def plot_fits(calibration: Calibration, variable: str) -> plt.Figure:
@@ -72,9 +68,7 @@ def plot_fits(calibration: Calibration, variable: str) -> plt.Figure:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
     labels = list(handles)
-    fig.legend(
-        [handles[k] for k in labels], labels, loc="outside upper center", ncols=3, fontsize=7
-    )
+    fig.legend([handles[k] for k in labels], labels, loc="outside right upper", fontsize=7)
     return fig
 
 
