@@ -42,6 +42,7 @@ from pathlib import Path
 
 import hydra
 import jax
+import matplotlib
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -67,6 +68,7 @@ from twin.data import read_run_data
 from twin.plots import save_figure
 from twin.provenance import write_provenance
 
+matplotlib.use("Agg")  # figures go to files (the library leaves the backend to its caller)
 jax.config.update("jax_enable_x64", True)
 
 SUMMARY_COLUMNS = (

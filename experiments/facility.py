@@ -19,6 +19,7 @@ from pathlib import Path
 
 import hydra
 import jax
+import matplotlib
 import numpy as np
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
@@ -42,6 +43,7 @@ from twin.facility import (
 from twin.plots import save_figure, with_note
 from twin.provenance import write_provenance
 
+matplotlib.use("Agg")  # figures go to files (the library leaves the backend to its caller)
 jax.config.update("jax_enable_x64", True)
 
 

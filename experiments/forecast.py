@@ -15,6 +15,7 @@ from pathlib import Path
 
 import hydra
 import jax
+import matplotlib
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -28,6 +29,7 @@ from twin.forecast._io import calibration_from_path
 from twin.plots import save_figure
 from twin.provenance import write_provenance
 
+matplotlib.use("Agg")  # figures go to files (the library leaves the backend to its caller)
 jax.config.update("jax_enable_x64", True)
 
 

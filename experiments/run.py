@@ -36,6 +36,7 @@ from types import ModuleType
 
 import hydra
 import jax
+import matplotlib
 import pandas as pd
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -51,6 +52,7 @@ from twin.data import RunData, read_run_data
 from twin.provenance import write_provenance
 from twin.report import STAGE_TITLES, write_report
 
+matplotlib.use("Agg")  # figures go to files (the library leaves the backend to its caller)
 jax.config.update("jax_enable_x64", True)
 
 STAGES = tuple(STAGE_TITLES)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import hydra
 import jax
+import matplotlib
 import numpy as np
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
@@ -29,6 +30,7 @@ from twin.provenance import write_provenance
 from twin.simulate import SolveResult
 from twin.trajectories import trajectory_dataset
 
+matplotlib.use("Agg")  # figures go to files (the library leaves the backend to its caller)
 jax.config.update("jax_enable_x64", True)
 
 MAX_SAVES = 100_000  # saved states per run: ~20 MB of trajectory; more is a typo, not a need

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import hydra
 import jax
+import matplotlib
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -56,6 +57,7 @@ from twin.plots import save_figure
 from twin.provenance import write_provenance
 from twin.virtual import AssayPlan, generate_dataset
 
+matplotlib.use("Agg")  # figures go to files (the library leaves the backend to its caller)
 jax.config.update("jax_enable_x64", True)
 log = logging.getLogger(__name__)
 

@@ -124,6 +124,30 @@ def test_run_data_accessors(data: RunData):
         data.events_for("R9")
 
 
+def test_select_keeps_whole_runs_in_runs_order(data: RunData):
+    chosen = data.select(["R3", "R1"])
+    assert chosen.run_ids == ["R1", "R3"]
+    assert chosen.events_for("R1") == data.events_for("R1")
+    assert chosen.events_for("R3") == data.events_for("R3")
+    pd.testing.assert_frame_equal(chosen.measurements_for("R3"), data.measurements_for("R3"))
+    assert len(chosen.events) == len(data.events) - len(data.events_for("R2"))
+    with pytest.raises(KeyError, match="R9"):
+        data.select(["R1", "R9"])
+
+
+def test_as_of_cuts_every_run_at_a_time(data: RunData):
+    at_120 = data.as_of(120.0)
+    assert at_120.run_ids == data.run_ids
+    assert [at_120.is_finished(r) for r in at_120.run_ids] == [False, False, False]
+    assert [e.time_h for e in at_120.events_for("R1")] == [0, 0, 24, 72, 96, 120]  # inclusive
+    assert at_120.measurements["time_h"].max() == 120.0
+    assert len(at_120.measurements_for("R1")) == 5
+    assert at_120.events_for("R3") == data.events_for("R3")  # nothing after 48 h to cut
+    assert [data.as_of(500.0).is_finished(r) for r in data.run_ids] == [True, True, False]
+    with pytest.raises(ValueError, match="time_h=-1"):
+        data.as_of(-1.0)
+
+
 def test_run_data_tables_have_contract_columns_and_dtypes(data: RunData):
     for table in ("runs", "events", "measurements"):
         frame = getattr(data, table)

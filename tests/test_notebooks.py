@@ -1,7 +1,13 @@
-"""Every notebook in notebooks/ runs top to bottom, and is stored without outputs."""
+"""Every notebook in notebooks/ runs top to bottom, and is stored without outputs.
+
+``python -m pytest -q -m slow tests/test_notebooks.py`` executes them; with the environment
+variable ``CARTWIN_EXECUTED_NOTEBOOKS`` set to a folder, each executed notebook is also written
+there under its own file name (the docs site is built from those copies).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -53,3 +59,7 @@ def test_notebook_executes(path):
         if "image/png" in output.get("data", {})
     ]
     assert figures, f"{path.name}: no figure was displayed"
+    executed_dir = os.environ.get("CARTWIN_EXECUTED_NOTEBOOKS")
+    if executed_dir:
+        Path(executed_dir).mkdir(parents=True, exist_ok=True)
+        pytest.importorskip("nbformat").write(notebook, Path(executed_dir) / path.name)

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import matplotlib.pyplot as plt
 import matplotlib.ticker
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..assays import ASSAY_SCALES, MEASURED_VARIABLES  # noqa: E402
-from ..data import MEASUREMENT_UNITS  # noqa: E402
-from ._result import Calibration  # noqa: E402
+from ..assays import ASSAY_SCALES, MEASURED_VARIABLES
+from ..data import MEASUREMENT_UNITS
+from ._result import Calibration
 
 
 def plot_fits(
@@ -91,16 +87,7 @@ def plot_fits(
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
     labels = list(handles)
-    # The title is the legend's (a suptitle would share the top row with the legend).
-    fig.legend(
-        [handles[k] for k in labels],
-        labels,
-        loc="outside upper center",
-        ncols=4,
-        fontsize=7,
-        title=f"{variable}: observed and fitted per run",
-        title_fontsize=9,
-    )
+    fig.legend([handles[k] for k in labels], labels, loc="outside right upper", fontsize=7)
     return fig
 
 

@@ -90,9 +90,27 @@ class RunData:
         rows = self.events[self.events["run_id"] == run_id]
         return bool((rows["operation"] == "harvest").any())
 
+    def select(self, run_ids: list[str]) -> RunData:
+        """The runs ``run_ids`` with all their events and measurements (in ``runs`` order).
+
+        **Raises:** ``KeyError`` naming a run that is not in the dataset.
+        """
+        for run_id in run_ids:
+            self._require(run_id)
+        keep = set(run_ids)
+        return RunData(
+            runs=self.runs[self.runs["run_id"].isin(keep)],
+            events=self.events[self.events["run_id"].isin(keep)],
+            measurements=self.measurements[self.measurements["run_id"].isin(keep)],
+        )
+
     def as_of(self, time_h: float) -> RunData:
-        """Every run as recorded up to ``time_h`` hours since its seed: later events (harvest
-        included) and measurements are left out, so runs not harvested by then are running."""
+        """The dataset as it stood ``time_h`` hours after every run's seed: events and
+        measurements up to and including ``time_h``. A run harvested later than that has no
+        harvest event left, so it reads as still running (RUN_DATA.md), e.g. to forecast it.
+        """
+        if not math.isfinite(time_h) or time_h < 0:
+            raise ValueError(f"time_h={time_h!r}: must be a finite number of hours >= 0")
         return RunData(
             runs=self.runs,
             events=self.events[self.events["time_h"] <= time_h],
