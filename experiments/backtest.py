@@ -46,7 +46,7 @@ from twin.calibrate._cache import enable_compilation_cache
 from twin.data import read_run_data
 from twin.forecast import plot_backtest
 from twin.forecast._backtest import backtest_metrics, calibrate_and_forecast, donor_folds
-from twin.forecast._io import observed_at_harvest, subset
+from twin.forecast._io import observed_at_harvest
 from twin.plots import save_figure
 from twin.provenance import write_provenance
 
@@ -93,7 +93,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
             r for r in test_data.run_ids if test_data.donor_of(r) in held_out and r in observed
         ]
         _, fold_result = calibrate_and_forecast(
-            subset(data, train_runs),
+            data.select(train_runs),
             test_data,
             cfg.horizon_h,
             fit=fit,

@@ -227,12 +227,7 @@ def running_batches(cfg: DictConfig) -> tuple[RunData | None, str]:
 
 
 def _running_part(data: RunData) -> RunData:
-    running = [r for r in data.run_ids if not data.is_finished(r)]
-    return RunData(
-        runs=data.runs[data.runs["run_id"].isin(running)],
-        events=data.events[data.events["run_id"].isin(running)],
-        measurements=data.measurements[data.measurements["run_id"].isin(running)],
-    )
+    return data.select([r for r in data.run_ids if not data.is_finished(r)])
 
 
 def _forecast(cfg: DictConfig, out_dir: Path) -> list[str]:

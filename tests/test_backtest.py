@@ -24,7 +24,6 @@ from twin.forecast._backtest import (
     fold_rows,
     noise_floor,
 )
-from twin.forecast._io import subset
 
 
 def test_donor_folds_partition_the_donors_reproducibly():
@@ -43,7 +42,7 @@ EXAMPLE = read_run_data(Path(__file__).resolve().parents[1] / "twin" / "data" / 
 
 def _data(value: float) -> RunData:
     """Run R001 of the example data with its first measurement set to ``value``."""
-    one = subset(EXAMPLE, ["R001"])
+    one = EXAMPLE.select(["R001"])
     measurements = one.measurements.copy()
     measurements.iloc[0, measurements.columns.get_loc("value")] = value
     return RunData(one.runs, one.events, measurements)
@@ -85,7 +84,7 @@ def test_data_fingerprint_sees_every_table():
 
 
 def test_fold_rows_and_metrics():
-    data = subset(EXAMPLE, ["R001", "R004"])  # donors D01 and D02
+    data = EXAMPLE.select(["R001", "R004"])  # donors D01 and D02
     table = pd.DataFrame(
         {
             "run_id": ["R001", "R001", "R004", "R004"],

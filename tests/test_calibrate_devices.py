@@ -45,14 +45,13 @@ SCRIPT = textwrap.dedent(
     from twin.calibrate import run_devices
     from twin.calibrate._model import residuals_and_success
     from twin.data import read_run_data
-    from twin.forecast._io import subset
-    from twin.kinetics import ModelStructure
+        from twin.kinetics import ModelStructure
     from twin.simulate import SolverSettings
 
     assert jax.local_device_count() == 2
     config = CalibrationConfig()
     example = read_run_data("twin/data/example")
-    data = subset(example, example.run_ids[:4])  # two donors
+    data = example.select(example.run_ids[:4])  # two donors
     problem = build_problem(data, pad_multiple=4)
     layout = ParameterLayout(tuple(config.fitted), tuple(config.donor_level),
         problem.n_donors_padded)

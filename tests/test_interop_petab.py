@@ -17,20 +17,11 @@ from twin.calibrate import (
     make_prior,
 )
 from twin.calibrate._model import residuals_and_success
-from twin.data import RunData, read_run_data
+from twin.data import read_run_data
 from twin.interop import export_petab, lint_petab, objective_constant, petab_parameter_values
 from twin.interop._petab import BEFORE_EVENT_H, roadrunner_negative_log_posterior
 from twin.kinetics import ModelStructure, default_parameters
 from twin.simulate import SolverSettings
-
-
-def subset(data: RunData, run_ids) -> RunData:
-    def take(frame):
-        return frame[frame["run_id"].isin(run_ids)]
-
-    return RunData(
-        runs=take(data.runs), events=take(data.events), measurements=take(data.measurements)
-    )
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +30,7 @@ def example(repo_root):
 
 
 def test_petab_export_passes_lint(example, tmp_path):
-    data = subset(example, ["R001"])
+    data = example.select(["R001"])
     exported = export_petab(
         data, tmp_path, CalibrationConfig(), model_parameters=default_parameters()
     )
@@ -65,7 +56,7 @@ def test_petab_export_passes_lint(example, tmp_path):
 def test_petab_objective_equals_the_twins(example, tmp_path):
     """At a point off the prior mean, PEtab's negative log-posterior (roadrunner + PEtab's own
     likelihood) minus its constants equals the twin's objective 0.5 |r|^2."""
-    data = subset(example, ["R001", "R004", "R005"])  # two donors
+    data = example.select(["R001", "R004", "R005"])  # two donors
     config, params, noise = CalibrationConfig(), default_parameters(), AssayNoise()
     exported = export_petab(data, tmp_path, config, model_parameters=params, noise=noise)
     problem = build_problem(data, pad_multiple=1)

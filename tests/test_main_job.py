@@ -18,7 +18,6 @@ from omegaconf import OmegaConf
 
 from twin import TwinInputError
 from twin.data import read_run_data, write_run_data
-from twin.forecast._io import subset
 from twin.report import render_report, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +114,7 @@ def test_report_renders_in_a_real_browser(tmp_path):
 
 def test_running_batches_come_from_data_dir_and_the_running_folder(main_job, tmp_path):
     example = read_run_data(EXAMPLE)
-    data = subset(example, example.run_ids[:3]).as_of(100.0)  # three runs, none harvested
+    data = example.select(example.run_ids[:3]).as_of(100.0)  # three runs, none harvested
     write_run_data(data, tmp_path / "mine")
     cfg = _config([f"data_dir={tmp_path / 'mine'}"])  # running_dir=auto: none for own data
     running, source = main_job.running_batches(cfg)
@@ -157,7 +156,7 @@ def test_unknown_stages_and_a_missing_calibration_are_refused(main_job):
 def test_main_job_runs_every_stage_and_resumes(main_job, tmp_path, capsys):
     example = read_run_data(EXAMPLE)
     runs = [r for r in example.run_ids if example.donor_of(r) in {"D01", "D02", "D03", "D04"}]
-    write_run_data(subset(example, runs), tmp_path / "data")
+    write_run_data(example.select(runs), tmp_path / "data")
     cfg = _config(["+experiment=tiny_run", f"data_dir={tmp_path / 'data'}", "progress=false"])
     record = main_job.run(cfg, tmp_path / "out")
     assert list(record) == list(main_job.STAGES)

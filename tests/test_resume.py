@@ -20,7 +20,6 @@ import pytest
 import xarray as xr
 
 from twin.data import read_run_data, write_run_data
-from twin.forecast._io import subset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL_FIT = ["fit.n_starts=3", "fit.max_steps=6", "progress=false"]
@@ -41,7 +40,7 @@ def _command(run_dir: Path, data: Path, cache: Path, *extra: str) -> list[str]:
 @pytest.mark.slow
 def test_killed_calibration_resumes_to_the_same_result(tmp_path):
     example = read_run_data(REPO_ROOT / "twin" / "data" / "example")
-    data = write_run_data(subset(example, example.run_ids[:4]), tmp_path / "data")
+    data = write_run_data(example.select(example.run_ids[:4]), tmp_path / "data")
     cache = tmp_path / "jax_cache"
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
 

@@ -61,16 +61,6 @@ def truncate(data: RunData, run_ids: list[str], horizon_h: float) -> RunData:
     )
 
 
-def subset(data: RunData, run_ids: list[str]) -> RunData:
-    """The runs ``run_ids`` with all their data."""
-    keep = set(run_ids)
-    return RunData(
-        runs=data.runs[data.runs["run_id"].isin(keep)],
-        events=data.events[data.events["run_id"].isin(keep)],
-        measurements=data.measurements[data.measurements["run_id"].isin(keep)],
-    )
-
-
 def measured_at_harvest(data: RunData) -> pd.DataFrame:
     """Every variable measured at each finished run's harvest (wide, indexed by run_id), with
     ``viable_car_pos_cells`` = viable cells x %CAR+ where both were measured."""
