@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent(
     from twin.calibrate import run_devices
     from twin.calibrate._model import residuals_and_success
     from twin.data import read_run_data
-        from twin.kinetics import ModelStructure
+    from twin.kinetics import ModelStructure
     from twin.simulate import SolverSettings
 
     assert jax.local_device_count() == 2
