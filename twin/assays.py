@@ -202,11 +202,22 @@ def from_assay_scale(variable: str, z: Float[Array, "*shape"]) -> Float[Array, "
 
 
 def sample_assay(
-    key: PRNGKeyArray, variable: str, true_value: Float[Array, "*shape"], sd: float
+    key: PRNGKeyArray,
+    variable: str,
+    true_value: Float[Array, "*shape"],
+    sd: float,
+    shared_axis: int | None = None,
 ) -> Float[Array, "*shape"]:
-    """Draw measurements of ``variable`` around the true values."""
+    """Draw measurements of ``variable`` around the true values.
+
+    ``shared_axis``: if given (e.g. the time axis of simulated draws), one noise deviate is
+    shared along it (common random numbers): each value's distribution is unchanged, and
+    quantiles traced along that axis are free of sampling jitter."""
     z = to_assay_scale(variable, true_value)
-    return from_assay_scale(variable, z + sd * jax.random.normal(key, jnp.shape(z)))
+    shape = list(jnp.shape(z))
+    if shared_axis is not None:
+        shape[shared_axis] = 1
+    return from_assay_scale(variable, z + sd * jax.random.normal(key, tuple(shape)))
 
 
 def assay_residual(

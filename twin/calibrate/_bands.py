@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ..assays import MEASURED_VARIABLES, from_assay_scale, to_assay_scale
+from ..assays import MEASURED_VARIABLES, sample_assay
 from ..data import RunData
 from ..kinetics import ModelStructure
 from ..observe import observables
@@ -94,9 +94,15 @@ def fit_bands(
         truth = np.asarray(values[variable])[: len(run_ids)]  # [runs, 1 + draws, times]
         # One noise draw per parameter draw, shared over the times: the same marginal
         # quantiles at each time as independent noise, without a ragged band.
-        z = to_assay_scale(variable, jnp.asarray(truth[:, 1:]))
-        noise = jax.random.normal(key, (*z.shape[:2], 1)) * calibration.noise_sd[variable]
-        measured = np.asarray(from_assay_scale(variable, z + noise))
+        measured = np.asarray(
+            sample_assay(
+                key,
+                variable,
+                jnp.asarray(truth[:, 1:]),
+                calibration.noise_sd[variable],
+                shared_axis=-1,
+            )
+        )
         lower, upper = np.quantile(measured, [0.05, 0.95], axis=1)
         for i, run_id in enumerate(run_ids):
             frame = pd.DataFrame(

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ..assays import AssayNoise, from_assay_scale, to_assay_scale
+from ..assays import AssayNoise, sample_assay
 from ..process import Downstream, product
 
 # forecast.csv variables (RUN_DATA.md), in order.
@@ -63,12 +63,7 @@ def _assays(key, values, sds, shared_axis):
     # One compiled program per shape (eagerly, each operation would compile on its own).
     measured = {}
     for k, variable in zip(jax.random.split(key, len(_ASSAYED)), _ASSAYED, strict=True):
-        z = to_assay_scale(variable, values[variable])
-        shape = list(z.shape)
-        if shared_axis is not None:
-            shape[shared_axis] = 1
-        deviate = jax.random.normal(k, tuple(shape))
-        measured[variable] = from_assay_scale(variable, z + sds[variable] * deviate)
+        measured[variable] = sample_assay(k, variable, values[variable], sds[variable], shared_axis)
     return measured
 
 
