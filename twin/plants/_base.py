@@ -62,6 +62,8 @@ class Plant(abc.ABC):
     parameters: ClassVar[dict[str, Param]]
     cell_states: ClassVar[int]  # number of cell-state slots before the solutes
     dead_index: ClassVar[int]  # slot of dead (unlysed) cells
+    resting_index: ClassVar[int] = 0  # slot of resting cells that respond to activation
+    unresponsive_index: ClassVar[int] = 1  # slot of cells that never respond
     extra_solutes: ClassVar[tuple[str, ...]] = ()
     # Glucose analyser: readings below this are recorded as 0 (0: no detection limit).
     glucose_detection_limit_mM: ClassVar[float] = 0.0
@@ -99,9 +101,15 @@ class Plant(abc.ABC):
         """Names of the parameters that differ between donors."""
         return [name for name, spec in self.parameters.items() if spec.donor_sd > 0]
 
-    @abc.abstractmethod
     def seed(self, viable_M: float, dead_M: float, p: dict) -> np.ndarray:
-        """Cell-state slots right after seeding ``viable_M`` resting and ``dead_M`` dead cells."""
+        """Cell-state slots right after seeding ``viable_M`` resting and ``dead_M`` dead cells:
+        the donor's ``responsive_fraction`` of the resting cells in :attr:`resting_index`, the
+        rest in :attr:`unresponsive_index`."""
+        y = np.zeros(self.cell_states)
+        y[self.resting_index] = p["responsive_fraction"] * viable_M
+        y[self.unresponsive_index] = (1 - p["responsive_fraction"]) * viable_M
+        y[self.dead_index] = dead_M
+        return y
 
     def activate(self, y: np.ndarray, p: dict) -> np.ndarray:
         """The jump at the ``activate`` event (default: none; the clock starts)."""

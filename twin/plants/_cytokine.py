@@ -75,13 +75,6 @@ class CytokinePlant(Plant):
     dead_removed_per_exchange: ClassVar[float] = 0.25
     max_copies: ClassVar[int] = K
 
-    def seed(self, viable_M, dead_M, p):
-        y = np.zeros(self.cell_states)
-        y[RESTING] = p["responsive_fraction"] * viable_M
-        y[UNRESPONSIVE] = (1 - p["responsive_fraction"]) * viable_M
-        y[DEAD] = dead_M
-        return y
-
     def activate(self, y, p):
         y = y.copy()
         y[HELD] += y[RESTING]  # waiting out the dead time

@@ -77,13 +77,6 @@ class FixedDelayPlant(Plant):
     dead_removed_per_exchange: ClassVar[float] = 0.2
     max_copies: ClassVar[int] = K
 
-    def seed(self, viable_M, dead_M, p):
-        y = np.zeros(self.cell_states)
-        y[RESTING] = p["responsive_fraction"] * viable_M
-        y[UNRESPONSIVE] = (1 - p["responsive_fraction"]) * viable_M
-        y[DEAD] = dead_M
-        return y
-
     def activate(self, y, p):
         y = y.copy()
         _, weights = _classes(p["susceptibility_shape"])

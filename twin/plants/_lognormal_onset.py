@@ -80,13 +80,6 @@ class LognormalOnsetPlant(Plant):
     dead_removed_per_exchange: ClassVar[float] = 0.1
     max_copies: ClassVar[int] = K
 
-    def seed(self, viable_M, dead_M, p):
-        y = np.zeros(self.cell_states)
-        y[RESTING] = p["responsive_fraction"] * viable_M
-        y[UNRESPONSIVE] = (1 - p["responsive_fraction"]) * viable_M
-        y[DEAD] = dead_M
-        return y
-
     def activate(self, y, p):
         y = y.copy()
         waiting = y[WAITING].reshape(2, K + 1)

@@ -72,13 +72,6 @@ class SignalPlant(Plant):
     dead_removed_per_exchange: ClassVar[float] = 0.3
     max_copies: ClassVar[int] = K
 
-    def seed(self, viable_M, dead_M, p):
-        y = np.zeros(self.cell_states)
-        y[RESTING] = p["responsive_fraction"] * viable_M
-        y[UNRESPONSIVE] = (1 - p["responsive_fraction"]) * viable_M
-        y[DEAD] = dead_M
-        return y
-
     def activate(self, y, p):
         y = y.copy()
         y[self.solute_index("signal")] += 1.0
