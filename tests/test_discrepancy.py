@@ -6,6 +6,9 @@ import pytest
 
 from twin.forecast._discrepancy import (
     DISCREPANCY_COLUMNS,
+    DISCREPANCY_SCALES,
+    MAX_GAIN,
+    anchoring_gain,
     apply_discrepancy,
     conformal_fit,
     correction_at,
@@ -40,9 +43,39 @@ def test_conformal_coverage_holds_on_new_errors():
     assert 0.87 <= np.mean(hits) <= 0.95
 
 
-def table(rows):
+def test_anchoring_gain_recovers_how_much_of_the_latest_miss_persists():
+    """Errors at two horizons that carry 0.8 of the miss at the latest reading, each with its
+    own bias, plus noise and an outlier: the pooled robust slope finds 0.8, and the conformal
+    interval fitted after it is much narrower than without it and covers as asked."""
+    rng = np.random.default_rng(3)
+    n = 40
+    anchors = [rng.normal(0.0, 0.3, n) for _ in range(2)]
+    errors = [
+        b + 0.8 * a + rng.normal(0.0, 0.05, n) for b, a in zip((0.05, -0.2), anchors, strict=True)
+    ]
+    errors[0][0] += 2.0  # one failing batch
+    gain = anchoring_gain(errors, anchors)
+    assert gain == pytest.approx(0.8, abs=0.05)
+    spread = np.full(n, 0.05)
+    for bias_true, error, anchor in zip((0.05, -0.2), errors, anchors, strict=True):
+        left = error - gain * anchor
+        bias, scale = conformal_fit(left, spread, spread, 0.9, 20.0)
+        assert bias == pytest.approx(bias_true, abs=0.03)
+        assert np.mean(np.abs(left - bias) <= scale * spread) >= 0.9
+        assert scale < 3.0
+        assert conformal_fit(error, spread, spread, 0.9, 20.0)[1] > 4.0  # unanchored
+
+
+def test_anchoring_gain_is_clipped_to_its_range():
+    anchor = [np.linspace(-0.3, 0.3, 20)]
+    assert anchoring_gain([-1.0 * anchor[0]], anchor) == 0.0
+    assert anchoring_gain([5.0 * anchor[0]], anchor) == MAX_GAIN
+    assert anchoring_gain([anchor[0]], [np.zeros(20)]) == 0.0  # no anchors (none read): none
+
+
+def table(rows, gain=0.0):
     return pd.DataFrame(
-        [dict(zip(DISCREPANCY_COLUMNS, r + (0.0, 0.0), strict=True)) for r in rows],
+        [dict(zip(DISCREPANCY_COLUMNS, r + (gain, 0.0, 0.0), strict=True)) for r in rows],
         columns=list(DISCREPANCY_COLUMNS),
     )
 
@@ -51,13 +84,18 @@ def test_correction_is_zero_now_and_interpolated_ahead():
     discrepancy = table(
         [("viable_cells", 48.0, 0.2, 2.0, 30), ("viable_cells", 96.0, 0.4, 4.0, 30)]
     )
-    bias, scale = correction_at(
+    discrepancy.loc[:, "gain"] = [0.5, 1.0]
+    bias, scale, gain = correction_at(
         discrepancy, "viable_cells", np.array([-5.0, 0.0, 24.0, 72.0, 200.0])
     )
     np.testing.assert_allclose(bias, [0.0, 0.0, 0.1, 0.3, 0.4])
     np.testing.assert_allclose(scale, [1.0, 1.0, np.sqrt(2.0), np.sqrt(8.0), 4.0])
-    bias, scale = correction_at(discrepancy, "viability", np.array([50.0]))
-    assert bias[0] == 0.0 and scale[0] == 1.0  # nothing learnt: unchanged
+    np.testing.assert_allclose(gain, [0.0, 0.0, 0.25, 0.75, 1.0])
+    bias, scale, gain = correction_at(discrepancy, "viability", np.array([50.0]))
+    assert bias[0] == 0.0 and scale[0] == 1.0 and gain[0] == 0.0  # nothing learnt: unchanged
+    # A table written before anchoring (no gain column) anchors nothing.
+    _, _, gain = correction_at(discrepancy.drop(columns="gain"), "viable_cells", np.array([72.0]))
+    assert gain[0] == 0.0
 
 
 def test_applied_draws_move_by_the_bias_and_stretch_about_the_median():
@@ -73,6 +111,24 @@ def test_applied_draws_move_by_the_bias_and_stretch_about_the_median():
     )
     spread = np.std(z_out, axis=1) / np.std(z_in, axis=1)
     np.testing.assert_allclose(spread, [[1, 1, 3], [1, np.sqrt(3.0), 3]], rtol=1e-9)  # log-linear
+
+
+def test_applied_draws_carry_the_gain_times_each_runs_anchor():
+    rng = np.random.default_rng(4)
+    draws = {"viable_cells": np.exp(rng.normal(np.log(1e9), 0.1, (2, 101, 2)))}
+    discrepancy = table([("viable_cells", 60.0, 0.1, 1.0, 30)], gain=0.5)
+    anchors = {v: np.array([0.4, -0.2]) for v in DISCREPANCY_SCALES}
+    ahead = np.array([[30.0, 60.0], [30.0, 60.0]])
+
+    def shift(out):
+        z_in = to_scale("viable_cells", draws["viable_cells"])
+        return np.median(to_scale("viable_cells", out), axis=1) - np.median(z_in, axis=1)
+
+    out = apply_discrepancy(discrepancy, draws, ahead, anchors)["viable_cells"]
+    # bias + gain x anchor at 60 h (the learnt horizon), half of both at 30 h
+    np.testing.assert_allclose(shift(out), [[0.15, 0.3], [0.0, 0.0]], atol=1e-9)
+    unanchored = apply_discrepancy(discrepancy, draws, ahead)["viable_cells"]
+    np.testing.assert_allclose(shift(unanchored), [[0.05, 0.1], [0.05, 0.1]], atol=1e-9)
 
 
 @pytest.mark.parametrize("variable", ["viable_cells", "car_pos_fraction", "viable_car_pos_cells"])

@@ -384,3 +384,24 @@ def test_learnt_discrepancy_recovers_a_known_bias_and_moves_the_forecast(inflate
     pd.testing.assert_frame_equal(
         forecast(corrected_calibration, cut, Downstream(), off).table, plain
     )
+
+
+def test_anchor_residuals_measure_the_miss_at_the_latest_reading(truncated, result):
+    """Latest viable counts read 1.5x higher: the conditioning follows them only in part (they
+    are one reading among many), and the rest is the anchor residual the discrepancy carries
+    forward; %CAR+ untouched, so viable CAR+ cells move with the count alone."""
+    m = truncated.measurements
+    latest = m.groupby("run_id")["time_h"].transform("max")
+    raised = (m["time_h"] == latest) & (m["variable"] == "viable_cells")
+    inflated = RunData(
+        truncated.runs,
+        truncated.events,
+        m.assign(value=m["value"].where(~raised, 1.5 * m["value"])),
+    )
+    moved = forecast(known_calibration(), inflated, Downstream(), SETTINGS).runs
+    before, after = result.runs.set_index("run_id"), moved.set_index("run_id")
+    shift = after["anchor_viable_cells"] - before["anchor_viable_cells"]
+    assert ((shift > 0.1) & (shift < np.log(1.5) + 0.01)).all(), shift
+    car_shift = after["anchor_viable_car_pos_cells"] - before["anchor_viable_car_pos_cells"]
+    np.testing.assert_allclose(car_shift, shift, atol=0.05)
+    assert (before["anchor_viable_cells"].abs() < 0.3).all()  # assay noise (8 %) and little else

@@ -40,12 +40,15 @@ class DiscrepancySettings:
     - ``coverage``: the central interval share the scale is calibrated for.
     - ``n_draws``: forecast draws per training run and horizon.
     - ``max_scale``: cap on the stretch factor (a guard against a degenerate forecast spread).
+    - ``anchor``: also learn how much of a run's miss at its latest reading carries on to the
+      horizon (the ``gain``), so that forecasts are anchored to the latest measurements.
     """
 
     horizons_h: tuple[float, ...] = (24.0, 48.0, 72.0, 96.0)
     coverage: float = 0.9
     n_draws: int = 64
     max_scale: float = 20.0
+    anchor: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "horizons_h", tuple(float(h) for h in self.horizons_h))

@@ -50,7 +50,8 @@ class Calibration:
     - ``config``: the resolved config (YAML) that produced this calibration.
     - ``likelihood``: how readings entered the fit (censoring, residual distribution).
     - ``discrepancy``: the forecast's model-discrepancy table learnt on the training runs
-      (``variable, horizon_h, bias, scale, n_runs``; :mod:`twin.forecast._discrepancy`).
+      (``variable, horizon_h, bias, scale, n_runs, gain``, errors;
+      :mod:`twin.forecast._discrepancy`).
     - ``selection``: the ranking of candidate structures when ``fit.select`` was given
       (:mod:`._select`), else empty.
     """

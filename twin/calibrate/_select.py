@@ -3,7 +3,7 @@
 Each candidate (``fit.select``, e.g. ``"decline=hill,lag_stages=8"``) is the configured
 structure with those fields changed. Every candidate is calibrated on the same data and scored
 by the error of its own donor-held-out forecasts of viable CAR+ cells at harvest (the
-pseudo-backtest of :mod:`twin.forecast._discrepancy`, after its bias correction), with the
+pseudo-backtest of :mod:`twin.forecast._discrepancy`, after its corrections), with the
 objective, AIC and BIC beside it. The lowest forecast score wins (ties within 1 % go to the lower
 BIC): forecasting held-out batches is what the twin is used for, and an information criterion
 from a misspecified likelihood overstates small structural gains.
@@ -65,8 +65,9 @@ def parse_candidate(text: str, base: ModelStructure, key: str) -> ModelStructure
 
 
 def forecast_score(discrepancy: pd.DataFrame) -> float:
-    """Mean (over the learnt horizons) of the mean absolute log error of the bias-corrected
-    pseudo-backtest forecasts of viable CAR+ cells; NaN if none was learnt."""
+    """Mean (over the learnt horizons) of the mean absolute log error of the
+    pseudo-backtest forecasts of viable CAR+ cells after the learnt corrections (anchoring and
+    bias); NaN if none was learnt."""
     rows = discrepancy[discrepancy["variable"] == SCORED_VARIABLE]
     if rows.empty or "mean_abs_error" not in rows:
         return math.nan

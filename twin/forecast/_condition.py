@@ -10,9 +10,12 @@ L^-1 (b - prior mean)]``, and its posterior covariance by the Laplace approximat
 ODE solve.
 
 The loop is written out (a ``lax.scan`` of damped Gauss-Newton steps) rather than taken from
-optimistix: with only a handful of unknowns it needs one forward-mode Jacobian and one residual
-evaluation per step, and it compiled in a fraction of the time (measured: optimistix's
-``LevenbergMarquardt`` under ``vmap`` took 161 s to compile on the 2-core machine).
+optimistix: with only a handful of unknowns it needs one forward-mode Jacobian (which brings
+the residuals with it) per step, and it compiled in a fraction of the time (measured: optimistix's
+``LevenbergMarquardt`` under ``vmap`` took 161 s to compile on the 2-core machine). Evaluating
+only at each step's candidate (accepted or not) traces the ODE solve once: 20 signal-plant runs
+conditioned in 28.8 s from cold (2.8 s again) against 49.3 s (4.4 s) when each step also
+evaluated the candidate's residuals apart, with the same estimates to 3 decimals.
 """
 
 from __future__ import annotations
@@ -165,21 +168,38 @@ def _condition(
             r = jnp.concatenate([(data * weight[:, None]).ravel(), whiten @ (b - mean)])
             return r, (r, ok)
 
+        linearized = jax.jacfwd(residuals, has_aux=True)
+
+        # Each step evaluates the residuals and their Jacobian once, at the candidate the last
+        # step proposed, and keeps it if it lowers the objective: one traced (and compiled)
+        # solve with tangents instead of a Jacobian at the accepted point plus a plain solve
+        # at the candidate. The first step evaluates the prior mean (always kept); the last
+        # accepted point's Jacobian serves the Laplace covariance.
         def step(carry, _):
-            b, damping = carry
-            jacobian, (r, _) = jax.jacfwd(residuals, has_aux=True)(b)
+            b, r, jacobian, ok, damping, candidate = carry
+            jacobian_c, (r_c, ok_c) = linearized(candidate)
+            better = r_c @ r_c < r @ r
+            b, r, jacobian, ok = jax.tree.map(
+                lambda new, old: jnp.where(better, new, old),
+                (candidate, r_c, jacobian_c, ok_c),
+                (b, r, jacobian, ok),
+            )
+            damping = jnp.where(better, damping / 3.0, damping * 4.0)
             gradient, hessian = jacobian.T @ r, jacobian.T @ jacobian
             scale = jnp.diag(jnp.maximum(jnp.diag(hessian), 1e-12))
-            delta = -jnp.linalg.solve(hessian + damping * scale, gradient)
-            r_new, _ = residuals(b + delta)
-            better = r_new @ r_new < r @ r
-            return (
-                jnp.where(better, b + delta, b),
-                jnp.where(better, damping / 3.0, damping * 4.0),
-            ), None
+            candidate = b - jnp.linalg.solve(hessian + damping * scale, gradient)
+            return (b, r, jacobian, ok, damping, candidate), None
 
-        (b, _), _ = jax.lax.scan(step, (mean, jnp.asarray(1e-3)), None, length=max_steps)
-        jacobian, (r, ok) = jax.jacfwd(residuals, has_aux=True)(b)
+        jacobian_shape, (r_shape, _) = jax.eval_shape(linearized, mean)
+        start = (
+            mean,
+            jnp.full(r_shape.shape, jnp.inf, r_shape.dtype),  # none kept yet: the mean will be
+            jnp.zeros(jacobian_shape.shape, jacobian_shape.dtype),
+            jnp.asarray(False),
+            jnp.asarray(1e-3 * 3.0),  # the first acceptance divides it back to 1e-3
+            mean,
+        )
+        (b, r, jacobian, ok, _, _), _ = jax.lax.scan(step, start, None, length=max_steps + 1)
         gradient, hessian = jacobian.T @ r, jacobian.T @ jacobian
         decrement = 0.5 * gradient @ jnp.linalg.solve(hessian, gradient)
         return b, jnp.linalg.inv(hessian), 0.5 * r @ r, decrement < 1e-6, ok

@@ -7,14 +7,22 @@ cut ``h`` hours before its harvest, conditioned as a *new* donor (its own donor 
 used), and the forecast at harvest is compared with what was measured there. Per forecast
 variable and horizon this gives, on the variable's own scale (log or logit):
 
-- ``bias``: the median error ``z(observed) - z(forecast median)``, added to future forecasts;
-- ``mean_abs_error`` (after the bias correction) and ``mean_abs_error_uncorrected``: how far
+- ``gain`` (anchoring to the latest reading): how much of the run's *anchor residual*, its
+  latest reading minus the forecast median at that time, carries on to the error at the
+  horizon. Where the model is wrong the conditioned trajectory misses the latest readings in a
+  way that persists (a culture already stalling, a fit still rising); the robust (Theil-Sen)
+  slope of error on anchor residual, pooled over the horizons, says how much to trust that
+  (:func:`anchoring_gain`).
+  A statistical post-correction of this kind is what weather services call model output
+  statistics; here it is learnt per variable and horizon on the pseudo-backtest.
+- ``bias``: the median error left after the anchoring, added to future forecasts;
+- ``mean_abs_error`` (after both corrections) and ``mean_abs_error_uncorrected``: how far
   off those forecasts were (used to rank model structures, :mod:`twin.calibrate._select`);
 - ``scale``: the split-conformal factor by which the forecast's spread around its median must
   be stretched (or shrunk) so that the central ``coverage`` interval covers that share of the
-  training runs (finite-sample corrected quantile of the scores).
+  training runs after the corrections (finite-sample corrected quantile of the scores).
 
-:func:`apply_discrepancy` applies both to forecast draws, interpolated in the time ahead of the
+:func:`apply_discrepancy` applies them to forecast draws, interpolated in the time ahead of the
 run's last measurement (none at 0 h). Only the population estimate is shared with the run
 being scored, so the errors are nearly out-of-sample; the scale absorbs what remains.
 """
@@ -27,6 +35,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy.stats import theilslopes
 
 from ..assays import ASSAY_SCALES
 from ..calibrate import DiscrepancySettings
@@ -49,10 +58,14 @@ DISCREPANCY_COLUMNS = (
     "bias",
     "scale",
     "n_runs",
+    "gain",
     "mean_abs_error",
     "mean_abs_error_uncorrected",
 )
 _Z90 = 1.6448536269514722
+# Cap on the anchoring gain: an error that grows with the anchor residual beyond twice it is
+# more likely noise in 36 runs than a trend to extrapolate.
+MAX_GAIN = 2.0
 
 
 def to_scale(variable: str, value):
@@ -96,6 +109,43 @@ def conformal_fit(
     level = min(1.0, math.ceil((n + 1) * coverage) / n)
     scale = float(np.quantile(scores, level, method="higher"))
     return bias, float(np.clip(scale, 1.0 / max_scale, max_scale))
+
+
+def anchoring_gain(errors: list[np.ndarray], anchors: list[np.ndarray]) -> float:
+    """The share of the anchor residual that carries on to the error: one robust (Theil-Sen)
+    slope of error on anchor over all horizons, each horizon centred on its own medians (the
+    bias is per horizon), clipped to ``[0, MAX_GAIN]``. Pooled because 36 runs give each
+    horizon's slope alone too noisy an estimate (on the mismatch bench it jumped from 0 to 1
+    between neighbouring horizons); 0 if the anchors do not vary."""
+    error = np.concatenate([e - np.median(e) for e in errors])
+    anchor = np.concatenate([a - np.median(a) for a in anchors])
+    if error.size < 3 or np.ptp(anchor) == 0:
+        return 0.0
+    return float(np.clip(theilslopes(error, anchor).slope, 0.0, MAX_GAIN))
+
+
+def anchor_residuals(
+    data: RunData, run_ids: list[str], now_h: np.ndarray, median_now: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """``{variable: [runs]}``: each run's reading at its latest measurement time ``now_h``
+    minus its forecast median there (``median_now[variable]``, ``[runs]``), on the variable's
+    correction scale; 0 where the variable was not read then (``viable_car_pos_cells``: the
+    viable count times %CAR+, both read then)."""
+    anchors = {v: np.zeros(len(run_ids)) for v in DISCREPANCY_SCALES}
+    for i, run_id in enumerate(run_ids):
+        m = data.measurements_for(run_id)
+        readings = m[m["time_h"] == now_h[i]].groupby("variable")["value"].mean().to_dict()
+        if "viable_cells" in readings and "car_pos_fraction" in readings:
+            readings["viable_car_pos_cells"] = (
+                readings["viable_cells"] * readings["car_pos_fraction"]
+            )
+        for variable, values in anchors.items():
+            median = median_now[variable][i]
+            if variable in readings and np.isfinite(median):
+                values[i] = float(
+                    to_scale(variable, readings[variable]) - to_scale(variable, median)
+                )
+    return anchors
 
 
 def learn_discrepancy(
@@ -151,16 +201,16 @@ def learn_discrepancy(
         ),
     )
     table = result.table.set_index(["run_id", "variable"])
-    ahead = (result.runs["planned_harvest_time_h"] - result.runs["now_h"]).to_numpy()
-    ahead = dict(zip(result.runs["run_id"], ahead, strict=True))
+    by_run = result.runs.set_index("run_id")
+    ahead = by_run["planned_harvest_time_h"] - by_run["now_h"]
     rows = []
-    for h in settings.horizons_h:
-        tagged = [f"{r}@{h:g}" for r in runs]
-        for variable in observed.columns:
+    for variable in observed.columns:
+        scored = {}  # horizon -> (error, below, above, anchor, time ahead) of its usable runs
+        for h in settings.horizons_h:
             keep = [
-                (r, t)
-                for r, t in zip(runs, tagged, strict=True)
-                if np.isfinite(observed.at[r, variable]) and (t, variable) in table.index
+                (r, f"{r}@{h:g}")
+                for r in runs
+                if np.isfinite(observed.at[r, variable]) and (f"{r}@{h:g}", variable) in table.index
             ]
             if len(keep) < 5:
                 continue
@@ -172,21 +222,33 @@ def learn_discrepancy(
                 values["upper_90"].to_numpy(),
                 variable,
             )
-            ok = np.isfinite(error) & np.isfinite(below) & np.isfinite(above)
-            if ok.sum() < 5:
-                continue
+            tagged = [t for _, t in keep]
+            anchor = by_run.loc[tagged, f"anchor_{variable}"].to_numpy(float)
+            ok = np.isfinite(error) & np.isfinite(below) & np.isfinite(above) & np.isfinite(anchor)
+            if ok.sum() >= 5:
+                scored[h] = (error[ok], below[ok], above[ok], anchor[ok], ahead[tagged].mean())
+        if not scored:
+            continue
+        gain = (
+            anchoring_gain([v[0] for v in scored.values()], [v[3] for v in scored.values()])
+            if settings.anchor
+            else 0.0
+        )
+        for error, below, above, anchor, ahead_h in scored.values():
+            anchored = error - gain * anchor
             bias, scale = conformal_fit(
-                error[ok], below[ok], above[ok], settings.coverage, settings.max_scale
+                anchored, below, above, settings.coverage, settings.max_scale
             )
             rows.append(
                 {
                     "variable": variable,
-                    "horizon_h": float(np.mean([ahead[t] for _, t in keep])),
+                    "horizon_h": float(ahead_h),
                     "bias": bias,
                     "scale": scale,
-                    "n_runs": int(ok.sum()),
-                    "mean_abs_error": float(np.mean(np.abs(error[ok] - bias))),
-                    "mean_abs_error_uncorrected": float(np.mean(np.abs(error[ok]))),
+                    "n_runs": int(error.size),
+                    "gain": gain,
+                    "mean_abs_error": float(np.mean(np.abs(anchored - bias))),
+                    "mean_abs_error_uncorrected": float(np.mean(np.abs(error))),
                 }
             )
     return pd.DataFrame(rows, columns=list(DISCREPANCY_COLUMNS))
@@ -194,30 +256,42 @@ def learn_discrepancy(
 
 def correction_at(
     discrepancy: pd.DataFrame, variable: str, ahead_h: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(bias, scale)`` for ``variable`` at ``ahead_h`` hours after the last measurement:
-    linear in the horizon between the learnt ones (none at 0 h, constant beyond the last)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(bias, scale, gain)`` for ``variable`` at ``ahead_h`` hours after the last
+    measurement: none at 0 h (and before: the past is left as fitted), linear in the horizon
+    up to and between the learnt ones, constant beyond the last (a table without ``gain``,
+    written before anchoring, has none)."""
     rows = discrepancy[discrepancy["variable"] == variable].sort_values("horizon_h")
     ahead_h = np.maximum(np.asarray(ahead_h, float), 0.0)
     if rows.empty:
-        return np.zeros_like(ahead_h), np.ones_like(ahead_h)
-    nodes = np.r_[0.0, rows["horizon_h"].to_numpy(float)]
+        return np.zeros_like(ahead_h), np.ones_like(ahead_h), np.zeros_like(ahead_h)
+    horizons = rows["horizon_h"].to_numpy(float)
+    nodes = np.r_[0.0, horizons]
     bias = np.interp(ahead_h, nodes, np.r_[0.0, rows["bias"].to_numpy(float)])
     log_scale = np.interp(ahead_h, nodes, np.r_[0.0, np.log(rows["scale"].to_numpy(float))])
-    return bias, np.exp(log_scale)
+    gains = rows["gain"].to_numpy(float) if "gain" in rows else np.zeros(len(rows))
+    gain = np.interp(ahead_h, nodes, np.r_[0.0, gains])
+    return bias, np.exp(log_scale), gain
 
 
 def apply_discrepancy(
-    discrepancy: pd.DataFrame, draws: dict[str, np.ndarray], ahead_h: np.ndarray
+    discrepancy: pd.DataFrame,
+    draws: dict[str, np.ndarray],
+    ahead_h: np.ndarray,
+    anchors: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Forecast draws ``[runs, draws, times]`` corrected: each time point's draws are moved by
-    the learnt bias and stretched about their median by the learnt scale, at the time ahead
-    of the run's last measurement ``ahead_h`` (``[runs, times]``)."""
+    the learnt bias plus the gain times the run's anchor residual (``anchors[variable]``,
+    ``[runs]``, from :func:`anchor_residuals`; none: no anchoring) and stretched about their
+    median by the learnt scale, at the time ahead of the run's last measurement ``ahead_h``
+    (``[runs, times]``)."""
     corrected = dict(draws)
     for variable, values in draws.items():
         if variable not in DISCREPANCY_SCALES:
             continue
-        bias, scale = correction_at(discrepancy, variable, ahead_h)
+        bias, scale, gain = correction_at(discrepancy, variable, ahead_h)
+        if anchors is not None:
+            bias = bias + gain * anchors[variable][:, None]
         z = to_scale(variable, values)
         median = np.median(z, axis=1, keepdims=True)
         z = median + bias[:, None, :] + scale[:, None, :] * (z - median)

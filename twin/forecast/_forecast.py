@@ -27,7 +27,7 @@ from ..data import RunData
 from ..observe import observables
 from ..process import Downstream, Event, Recipe, build_schedule, stack_schedules
 from ._condition import RunPosterior, condition_runs, conditioned_positions, effect_prior
-from ._discrepancy import apply_discrepancy
+from ._discrepancy import DISCREPANCY_SCALES, anchor_residuals, apply_discrepancy
 from ._predictive import (
     FORECAST_VARIABLES,
     forecast_frame,
@@ -132,10 +132,12 @@ class Forecast:
     - ``table``: forecast.csv rows (RUN_DATA.md), at each run's planned harvest.
     - ``runs``: one row per run: ``finished`` (a harvest is recorded), ``now_h`` (last
       measurement), planned (or recorded) harvest, ``transduction_time_h``, release odds at
-      the planned harvest, the recommended harvest time with its odds and expected yield, and
-      the conditioning diagnostics. The advice looks over ``[now_h, advice_until_h]``: up to
-      the recorded harvest for a finished run, ``advice_extension_h`` past the planned one
-      for a running run.
+      the planned harvest, the recommended harvest time with its odds and expected yield, the
+      conditioning diagnostics, and ``anchor_<variable>``: the latest reading minus the
+      forecast median at ``now_h`` (log or logit scale; 0: not read then), which the learnt
+      discrepancy carries forward (:mod:`._discrepancy`). The advice looks over
+      ``[now_h, advice_until_h]``: up to the recorded harvest for a finished run,
+      ``advice_extension_h`` past the planned one for a running run.
     - ``time_h``: ``[runs, times]`` forecast grid; ``quantiles``: per variable
       ``[runs, times, 5]`` measured-value quantiles (5, 25, 50, 75, 95 %).
     """
@@ -231,8 +233,8 @@ def forecast(
             )
         )
     grid = [
-        np.unique(np.r_[np.arange(0.0, end, settings.time_step_h), planned, end])
-        for planned, end in zip(planned_h, end_h, strict=True)
+        np.unique(np.r_[np.arange(0.0, end, settings.time_step_h), now, planned, end])
+        for now, planned, end in zip(now_h, planned_h, end_h, strict=True)
     ]
     n_times = max(g.size for g in grid)
     time_h = np.stack([np.r_[g, np.full(n_times - g.size, g[-1])] for g in grid])
@@ -254,8 +256,19 @@ def forecast(
     measured = measured_draws(
         jax.random.PRNGKey(settings.seed + 1), truth, calibration.noise, shared_axis=-1
     )
+    # How far each run's latest readings are from its forecast there (the discrepancy's anchor).
+    at_now = np.array([np.searchsorted(t, now) for t, now in zip(time_h, now_h, strict=True)])
+    with warnings.catch_warnings():  # a run whose draws all failed: NaN median, no anchor
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median_now = {
+            v: np.nanmedian(measured[v][np.arange(len(run_ids)), :, at_now], axis=1)
+            for v in DISCREPANCY_SCALES
+        }
+    anchors = anchor_residuals(data, run_ids, now_h, median_now)
     if settings.apply_discrepancy and not calibration.discrepancy.empty:
-        measured = apply_discrepancy(calibration.discrepancy, measured, time_h - now_h[:, None])
+        measured = apply_discrepancy(
+            calibration.discrepancy, measured, time_h - now_h[:, None], anchors
+        )
     # measured[v]: [runs, draws, times]
     # Draws whose solve failed are NaN from the failure on (never plausible numbers): the
     # quantiles are over the others, and each run reports how many failed (failed_draws).
@@ -293,6 +306,7 @@ def forecast(
                 "assumed_plan": planned[run_id][1],
                 **{f"{k}_at_planned": float(np.asarray(x)[at_planned]) for k, x in odds.items()},
                 **advice,
+                **{f"anchor_{v}": float(anchors[v][i]) for v in DISCREPANCY_SCALES},
                 "conditioning_converged": bool(posterior.converged[i]),
                 "conditioning_solve_success": bool(posterior.solve_success[i]),
                 "failed_draws": int(failed_draws[i]),
