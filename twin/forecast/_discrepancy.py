@@ -12,9 +12,8 @@ variable and horizon this gives, on the variable's own scale (log or logit):
   horizon. Where the model is wrong the conditioned trajectory misses the latest readings in a
   way that persists (a culture already stalling, a fit still rising); the robust (Theil-Sen)
   slope of error on anchor residual, pooled over the horizons, says how much to trust that
-  (:func:`anchoring_gain`).
-  A statistical post-correction of this kind is what weather services call model output
-  statistics; here it is learnt per variable and horizon on the pseudo-backtest.
+  (:func:`anchoring_gain`). A statistical post-correction of this kind is what weather
+  services call model output statistics; here it is one coefficient per variable.
 - ``bias``: the median error left after the anchoring, added to future forecasts;
 - ``mean_abs_error`` (after both corrections) and ``mean_abs_error_uncorrected``: how far
   off those forecasts were (used to rank model structures, :mod:`twin.calibrate._select`);
@@ -265,8 +264,7 @@ def correction_at(
     ahead_h = np.maximum(np.asarray(ahead_h, float), 0.0)
     if rows.empty:
         return np.zeros_like(ahead_h), np.ones_like(ahead_h), np.zeros_like(ahead_h)
-    horizons = rows["horizon_h"].to_numpy(float)
-    nodes = np.r_[0.0, horizons]
+    nodes = np.r_[0.0, rows["horizon_h"].to_numpy(float)]
     bias = np.interp(ahead_h, nodes, np.r_[0.0, rows["bias"].to_numpy(float)])
     log_scale = np.interp(ahead_h, nodes, np.r_[0.0, np.log(rows["scale"].to_numpy(float))])
     gains = rows["gain"].to_numpy(float) if "gain" in rows else np.zeros(len(rows))
