@@ -39,7 +39,7 @@ from scipy.stats import theilslopes
 from ..assays import ASSAY_SCALES
 from ..calibrate import DiscrepancySettings
 from ..data import RunData
-from ._io import measured_at_harvest, truncate
+from ._io import measured_at, measured_at_harvest, truncate
 
 log = logging.getLogger(__name__)
 
@@ -131,19 +131,14 @@ def anchor_residuals(
     correction scale; 0 where the variable was not read then (``viable_car_pos_cells``: the
     viable count times %CAR+, both read then)."""
     anchors = {v: np.zeros(len(run_ids)) for v in DISCREPANCY_SCALES}
-    for i, run_id in enumerate(run_ids):
-        m = data.measurements_for(run_id)
-        readings = m[m["time_h"] == now_h[i]].groupby("variable")["value"].mean().to_dict()
-        if "viable_cells" in readings and "car_pos_fraction" in readings:
-            readings["viable_car_pos_cells"] = (
-                readings["viable_cells"] * readings["car_pos_fraction"]
-            )
-        for variable, values in anchors.items():
-            median = median_now[variable][i]
-            if variable in readings and np.isfinite(median):
-                values[i] = float(
-                    to_scale(variable, readings[variable]) - to_scale(variable, median)
-                )
+    readings = measured_at(data, pd.Series(now_h, index=run_ids)).reindex(run_ids)
+    for variable, values in anchors.items():
+        if variable not in readings:
+            continue
+        reading = readings[variable].to_numpy(float)
+        median = np.asarray(median_now[variable], float)
+        read = np.isfinite(reading) & np.isfinite(median)
+        values[read] = to_scale(variable, reading[read]) - to_scale(variable, median[read])
     return anchors
 
 

@@ -206,14 +206,9 @@ def forecast(
     planned = {r: planned_events(data.events_for(r), settings, r, plan, plan_name) for r in run_ids}
     events = {r: planned[r][0] for r in run_ids}
     planned_h = np.array([events[r][-1].time_h for r in run_ids])
-    now_h = np.array(
-        [
-            float(data.measurements_for(r)["time_h"].max())
-            if len(data.measurements_for(r))
-            else 0.0
-            for r in run_ids
-        ]
-    )
+    # Each run's latest measurement time (0 for a run not yet measured).
+    latest = data.measurements.groupby("run_id")["time_h"].max()
+    now_h = latest.reindex(run_ids).fillna(0.0).to_numpy(float)
     run_level_sd = dict(settings.run_level_sd or {})
     position = conditioned_positions(calibration, run_level_sd)
     began = time.perf_counter()

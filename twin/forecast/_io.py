@@ -61,16 +61,21 @@ def truncate(data: RunData, run_ids: list[str], horizon_h: float) -> RunData:
     )
 
 
-def measured_at_harvest(data: RunData) -> pd.DataFrame:
-    """Every variable measured at each finished run's harvest (wide, indexed by run_id), with
-    ``viable_car_pos_cells`` = viable cells x %CAR+ where both were measured."""
-    harvest = harvest_times(data)
+def measured_at(data: RunData, time_h: pd.Series) -> pd.DataFrame:
+    """Every variable measured at each run's time ``time_h`` (indexed by run_id) as a wide
+    table indexed by run_id (replicate readings averaged), with ``viable_car_pos_cells`` =
+    viable cells x %CAR+ where both were measured."""
     m = data.measurements
-    at = m[m["time_h"] == m["run_id"].map(harvest)]
+    at = m[m["time_h"] == m["run_id"].map(time_h)]
     wide = at.pivot_table(index="run_id", columns="variable", values="value")
     if {"viable_cells", "car_pos_fraction"} <= set(wide.columns):
         wide["viable_car_pos_cells"] = wide["viable_cells"] * wide["car_pos_fraction"]
     return wide
+
+
+def measured_at_harvest(data: RunData) -> pd.DataFrame:
+    """Every variable measured at each finished run's harvest (:func:`measured_at`)."""
+    return measured_at(data, harvest_times(data))
 
 
 def observed_at_harvest(data: RunData) -> pd.DataFrame:
