@@ -24,6 +24,7 @@ PARAMS = default_parameters()
         ({}, np.exp(-1.0)),
         ({"decline": "hill", "decline_exponent": 3.0}, 0.5),
         ({"decline": "gaussian"}, np.exp(-1.0)),
+        ({"decline": "weibull"}, np.exp(-1.0)),
     ],
 )
 def test_decline_forms_closed_forms(changes, at_decline_time):
@@ -33,8 +34,69 @@ def test_decline_forms_closed_forms(changes, at_decline_time):
     assert float(age_decline(jnp.asarray(T), PARAMS, structure)) == pytest.approx(at_decline_time)
     # Shapes differ where they should: at T/2 Gaussian > exponential, Hill(3) > exponential.
     half = float(age_decline(jnp.asarray(T / 2), PARAMS, structure))
-    if changes:
+    if changes and changes["decline"] != "weibull":
         assert half > np.exp(-0.5)
+
+
+def test_weibull_decline_nests_exponential_and_gaussian_with_a_finite_shape_gradient():
+    ages = jnp.asarray([0.0, 1.0, 60.0, 240.0, 500.0])
+    weibull = ModelStructure(decline="weibull")
+
+    def decline(structure, shape=1.0):
+        params = PARAMS.replace(growth_decline_shape=shape)
+        return jax.vmap(lambda a: age_decline(a, params, structure))(ages)
+
+    np.testing.assert_allclose(
+        decline(weibull, 1.0), decline(ModelStructure(decline="exponential")), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        decline(weibull, 2.0), decline(ModelStructure(decline="gaussian")), rtol=1e-12
+    )
+    # d/dk exp(-s^k) = -exp(-s^k) s^k log s: 0 at activation (not 0 * log 0 = NaN), and the
+    # closed form elsewhere.
+    grad = jax.vmap(
+        jax.grad(lambda k, a: age_decline(a, PARAMS.replace(growth_decline_shape=k), weibull)),
+        in_axes=(None, 0),
+    )(1.7, ages)
+    s = np.asarray(ages) / float(PARAMS.growth_decline_time_h)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.where(s > 0, -np.exp(-(s**1.7)) * s**1.7 * np.log(s), 0.0)
+    np.testing.assert_allclose(grad, expected, rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("decline", ["exponential", "hill", "gaussian", "weibull"])
+def test_unused_parameters_are_exactly_those_the_culture_does_not_feel(decline):
+    """What calibration leaves out (``unused_parameters``) has no effect on any state through
+    the default recipe, and the Weibull shape has one where it is used."""
+    structure = ModelStructure(decline=decline)
+    schedule = Recipe().schedule()
+    times = np.array([100.0, 190.0])
+
+    def log_cells(shape):
+        params = PARAMS.replace(growth_decline_shape=shape)
+        return jnp.log(twin.simulate(params, schedule, times, structure).states.viable).sum()
+
+    slope = float(jax.grad(log_cells)(1.3))
+    if "growth_decline_shape" in structure.unused_parameters:
+        assert slope == 0.0
+    else:
+        assert abs(slope) > 1e-2, slope
+    assert set(structure.unused_parameters) <= {"growth_decline_shape"}
+
+
+def test_calibration_leaves_out_what_the_structure_does_not_use():
+    from twin.calibrate import CalibrationConfig
+    from twin.calibrate._calibrate import _drop_unused
+
+    config = CalibrationConfig(
+        donor_level=["max_growth_rate_per_h", "growth_decline_shape"],
+        profile=["growth_decline_shape"],
+    )
+    assert "growth_decline_shape" in config.fitted  # the default fits the Weibull shape
+    assert _drop_unused(config, ModelStructure()) is config
+    kept = _drop_unused(config, ModelStructure(decline="gaussian"))
+    assert kept.fitted == [n for n in config.fitted if n != "growth_decline_shape"]
+    assert kept.donor_level == ["max_growth_rate_per_h"] and kept.profile == []
 
 
 def test_density_forms_halve_at_the_half_density():

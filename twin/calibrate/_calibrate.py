@@ -92,6 +92,27 @@ def calibrate(
     return dataclasses.replace(calibrations[chosen], selection=ranking)
 
 
+def _drop_unused(config: CalibrationConfig, structure: ModelStructure) -> CalibrationConfig:
+    """``config`` without the parameters ``structure`` never reads (their data gradient is 0:
+    fitting them would only return the prior); says which, once."""
+    unused = set(structure.unused_parameters)
+    dropped = [name for name in config.fitted if name in unused]
+    if not dropped:
+        return config
+    log.info(
+        "not fitting %s: model structure %s does not use %s (held at model.parameters)",
+        ", ".join(dropped),
+        structure.describe(),
+        "it" if len(dropped) == 1 else "them",
+    )
+    return dataclasses.replace(
+        config,
+        fitted=[n for n in config.fitted if n not in unused],
+        donor_level=[n for n in config.donor_level if n not in unused],
+        profile=[n for n in config.profile if n not in unused],
+    )
+
+
 def _calibrate_one(
     data: RunData,
     config: CalibrationConfig,
@@ -106,6 +127,7 @@ def _calibrate_one(
     forecast_settings,
 ) -> Calibration:
     """:func:`calibrate` for one model structure."""
+    config = _drop_unused(config, structure)
     model_parameters = default_parameters() if model_parameters is None else model_parameters
     problem = build_problem(
         data, pad_multiple=math.lcm(config.pad_multiple, max(config.devices, 1))

@@ -21,7 +21,11 @@ _DEFAULT_FITTED = (
     "glucose_per_new_cell_pmol",
     "lactate_per_glucose",
     "growth_decline_time_h",
+    "growth_decline_shape",
     "il2_uptake_IU_per_cell_h",
+    "density_half_cells_per_mL",
+    "lactate_inhibition_mM",
+    "starvation_death_rate_per_h",
 )
 _DEFAULT_DONOR_LEVEL = (
     "max_growth_rate_per_h",

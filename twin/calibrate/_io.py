@@ -174,7 +174,14 @@ def _check_format(ds: xr.Dataset, source: Path) -> None:
     for name in _REQUIRED_ATTRS:
         if name not in ds.attrs:
             raise TwinInputError(f"{source}: attribute {name!r} is missing")
-    unknown = sorted(set(_strings(ds["kinetic_parameter"])) ^ set(PARAMETER_NAMES))
+    # A parameter added to the model since the file was written is fine where the file's
+    # structure never reads it (it then keeps its table default).
+    stored = set(_strings(ds["kinetic_parameter"]))
+    try:
+        unused = set(ModelStructure(**json.loads(ds.attrs["structure"])).unused_parameters)
+    except (ValueError, TypeError):  # a bad structure attribute is reported when it is read
+        unused = set()
+    unknown = sorted((stored ^ set(PARAMETER_NAMES)) - (unused - stored))
     if unknown:
         raise TwinInputError(
             f"{source}: written for another model version (parameters {', '.join(unknown)} "
@@ -227,7 +234,13 @@ def _calibration(ds: xr.Dataset) -> Calibration:
         run_ids=_strings(ds["run"]),
         run_donor_ids=_strings(ds["run_donor"]),
         model_parameters=default_parameters(
-            **dict(zip(PARAMETER_NAMES, map(float, ds["model_parameter"].values), strict=True))
+            **dict(
+                zip(
+                    _strings(ds["kinetic_parameter"]),
+                    map(float, ds["model_parameter"].values),
+                    strict=True,
+                )
+            )
         ),
         estimate=ds["estimate_unconstrained"].values,
         donor_effects=ds["donor_effect"].values.reshape(ds.sizes["donor"], -1),

@@ -3,7 +3,7 @@
 Every default the twin uses lives in :data:`PARAMETER_TABLE`, with its unit and where the number
 comes from (``lit.`` = read in the named publication, see ``../shared/DOMAIN.md``; ``approx.`` = a
 typical value to be replaced by calibration). ``docs/parameters.md`` is rendered from this table
-(``python -m twin.kinetics.table``).
+(``python -m twin.parameter_docs``).
 
 Positive parameters are estimated in log space and fractions in logit space
 (:func:`to_unconstrained` / :func:`from_unconstrained`); the table's ``prior_sd`` is the standard
@@ -55,6 +55,10 @@ PARAMETER_TABLE: tuple[ParameterSpec, ...] = (
     ParameterSpec("growth_decline_time_h", 240.0, "h", "log", 0.5,
                   "e-folding time of the division rate's decline with time since activation",
                   "approx.; a day-5 seed grew at 0.007 1/h (J. Biol. Eng. 13:34, 2019)"),
+    ParameterSpec("growth_decline_shape", 1.0, "1", "log", 0.5,
+                  "Weibull shape k of the decline exp(-(a/T)^k) with time since activation a "
+                  "(model.structure.decline=weibull only): 1 exponential, 2 Gaussian",
+                  "approx.; the data choose it (1 is the exponential form's value)"),
     ParameterSpec("glucose_monod_mM", 1.0, "mM", "log", 0.7,
                   "glucose half-saturation constant of growth",
                   "approx. (an ambr15 T-cell model fitted 2.71 mg/mL, Univ. Manchester 2023)"),
@@ -143,6 +147,7 @@ class KineticParameters(eqx.Module):
     seed_memory_like_fraction: Float[Array, "*batch"]
     max_growth_rate_per_h: Float[Array, "*batch"]
     growth_decline_time_h: Float[Array, "*batch"]
+    growth_decline_shape: Float[Array, "*batch"]
     glucose_monod_mM: Float[Array, "*batch"]
     lactate_inhibition_mM: Float[Array, "*batch"]
     il2_monod_IU_per_mL: Float[Array, "*batch"]

@@ -35,11 +35,14 @@ TU_PER_UNIT = 1.0e6  # state vector amounts are in millions of transducing units
 
 class DeclineForm(enum.StrEnum):
     """How the division rate of activated cells declines with time since activation ``a``
-    (``T`` = ``growth_decline_time_h``, ``n`` = ``ModelStructure.decline_exponent``)."""
+    (``T`` = ``growth_decline_time_h``, ``n`` = ``ModelStructure.decline_exponent``). Weibull
+    nests the exponential (k = 1) and the Gaussian (k = 2) and lets calibration choose between
+    and beyond them."""
 
     exponential = "exponential"  # exp(-a / T)
     hill = "hill"  # 1 / (1 + (a / T)^n): halved at T, a plateau first for n > 1
     gaussian = "gaussian"  # exp(-(a / T)^2): slow at first, then steep
+    weibull = "weibull"  # exp(-(a / T)^k), k = growth_decline_shape, a fitted parameter
 
 
 class DensityForm(enum.StrEnum):
@@ -59,12 +62,14 @@ class UptakeCoupling(enum.StrEnum):
 @dataclasses.dataclass(frozen=True)
 class ModelStructure:
     """Structural (shape- or form-defining) choices of the kinetic model; hashable, static
-    under jit. The least certain parts of the biology are selectable forms, today's the
-    default; calibration can rank candidates on the data (``fit.select``).
+    under jit. The least certain parts of the biology are selectable forms; calibration can
+    rank candidates on the data (``fit.select``). Defaults were chosen by the mean forecast
+    error over the mismatch bench's plants (``experiments/validity.py``).
 
     - ``lag_stages``: compartments of the Erlang activation lag (more: a sharper onset).
     - ``max_copies``: copy-number classes 0..K tracked (K lumps >= K).
-    - ``decline``, ``decline_exponent``: the growth-decline form with culture age.
+    - ``decline``, ``decline_exponent``: the growth-decline form with culture age (default
+      Weibull, whose fitted shape nests the earlier exponential default).
     - ``lactate_inhibition_exponent``, ``lactate_toxicity_exponent``: Hill exponents of lactate
       inhibition of growth and of lactate toxicity (3: a sharper, cubic threshold).
     - ``density``, ``density_exponent``: density limitation of growth.
@@ -73,7 +78,7 @@ class ModelStructure:
 
     lag_stages: int = 4
     max_copies: int = 6
-    decline: DeclineForm = DeclineForm.exponential
+    decline: DeclineForm = DeclineForm.weibull
     decline_exponent: float = 2.0
     lactate_inhibition_exponent: float = 2.0
     lactate_toxicity_exponent: float = 2.0
@@ -98,6 +103,12 @@ class ModelStructure:
             if not (isinstance(value, int | float) and 1.0 <= value <= 8.0):
                 raise ValueError(f"{name}={value!r}: must be a number in [1, 8]")
             object.__setattr__(self, name, float(value))
+
+    @property
+    def unused_parameters(self) -> tuple[str, ...]:
+        """Kinetic parameters this structure's rate laws never read (calibration holds them at
+        their ``model.parameters`` values)."""
+        return () if self.decline is DeclineForm.weibull else ("growth_decline_shape",)
 
     def as_dict(self) -> dict:
         """JSON-able fields (enums as their names)."""

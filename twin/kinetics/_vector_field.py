@@ -41,6 +41,11 @@ def age_decline(
         return 1.0 / (1.0 + scaled**structure.decline_exponent)
     if structure.decline is DeclineForm.gaussian:
         return jnp.exp(-(scaled**2))
+    if structure.decline is DeclineForm.weibull:
+        # At age 0 the power is taken of 1, not 0, so the gradient in k (s^k log s) is finite.
+        started = scaled > 0
+        powered = jnp.where(started, scaled, 1.0) ** p.growth_decline_shape
+        return jnp.where(started, jnp.exp(-powered), 1.0)
     return jnp.exp(-scaled)
 
 
