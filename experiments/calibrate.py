@@ -38,6 +38,7 @@ if __name__ == "__main__":
     os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
 
 import shutil
+import threading
 from pathlib import Path
 
 import hydra
@@ -93,8 +94,12 @@ def run(cfg: DictConfig, out_dir: Path) -> Calibration:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, cfg, seed=cfg.seed)
     checkpoint_dir = out_dir / "checkpoints"
+    # The fit figures need only the fit: they are drawn in a thread while the model discrepancy
+    # is learnt (whose compiles and steps leave a core idle on a small machine).
+    figures = _Background(lambda fitted: _fit_figures(fitted, data, out_dir, cfg.seed))
     with checkpoints(checkpoint_dir):  # a killed run resumes from here (resume=true)
-        calibration = _calibrate(cfg, data, config, params, structure, solver, noise)
+        calibration = _calibrate(cfg, data, config, params, structure, solver, noise, figures.start)
+    figures.join()
     write_calibration(calibration, out_dir / "calibration.nc")
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the result is written: not needed now
     tables = {
@@ -107,8 +112,13 @@ def run(cfg: DictConfig, out_dir: Path) -> Calibration:
         if not table.empty:
             with atomic_path(out_dir / name) as tmp:
                 table.to_csv(tmp, index=False)
+    return calibration
+
+
+def _fit_figures(calibration: Calibration, data, out_dir: Path, seed: int) -> None:
+    """``fit_<variable>.png`` with the fit bands, residuals, parameter intervals, profiles."""
     measured = set(calibration.observations["variable"])
-    bands = fit_bands(calibration, data, seed=cfg.seed)
+    bands = fit_bands(calibration, data, seed=seed)
     for variable in MEASURED_VARIABLES:
         if variable in measured:
             figure = plot_fits(calibration, variable, bands)
@@ -117,10 +127,33 @@ def run(cfg: DictConfig, out_dir: Path) -> Calibration:
     save_figure(plot_parameter_intervals(calibration), out_dir / "parameters.png")
     if not calibration.profiles.empty:
         save_figure(plot_profiles(calibration), out_dir / "profiles.png")
-    return calibration
 
 
-def _calibrate(cfg, data, config, params, structure, solver, noise) -> Calibration:
+class _Background:
+    """``work(value)`` in a thread started by ``start(value)``; ``join`` waits for it and
+    re-raises what it raised."""
+
+    def __init__(self, work):
+        self._work, self._thread, self._error = work, None, None
+
+    def start(self, value) -> None:
+        def target():
+            try:
+                self._work(value)
+            except BaseException as error:  # re-raised in the caller's thread by join
+                self._error = error
+
+        self._thread = threading.Thread(target=target, name="fit-figures", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _calibrate(cfg, data, config, params, structure, solver, noise, on_fit) -> Calibration:
     return calibrate(
         data,
         config,
@@ -132,6 +165,7 @@ def _calibrate(cfg, data, config, params, structure, solver, noise) -> Calibrati
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         progress=cfg.progress,
         forecast_settings=twin_config.forecast_settings_from_config(cfg.forecast),
+        on_fit=on_fit,
     )
 
 

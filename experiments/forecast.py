@@ -11,6 +11,13 @@ probability and expected yield), ``fan_<run_id>.png`` per run, ``resolved_config
 
 from __future__ import annotations
 
+import os
+
+# One XLA CPU device per core: the conditioning and the draws split their runs over all of
+# them. Read once, when JAX starts (as experiments/calibrate.py).
+if __name__ == "__main__":
+    os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
+
 from pathlib import Path
 
 import hydra

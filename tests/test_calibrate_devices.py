@@ -94,3 +94,30 @@ def test_runs_split_over_two_devices_give_the_same_result(function):
         timeout=600,
     )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+PADDED = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np
+    from twin.calibrate._model import map_runs_on_all_devices
+
+    assert jax.local_device_count() == 2
+    def fn(x, y, s):
+        return x * s + y.sum(), jnp.sin(x) + y
+    x, y = jnp.arange(3.0), jnp.arange(12.0).reshape(3, 4)  # 3 runs: one padded
+    split = jax.jit(lambda x, y, s: map_runs_on_all_devices(fn, (x, y), (s,)))(x, y, 2.0)
+    whole = jax.vmap(fn, in_axes=(0, 0, None))(x, y, 2.0)
+    for a, b in zip(split, whole):
+        assert a.shape == b.shape and np.array_equal(a, b), (a, b)
+    print("ok")
+    """
+)
+
+
+def test_any_number_of_runs_splits_over_all_devices_with_padding():
+    """Conditioning and forecast draws use every device whatever the number of runs."""
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(
+        [sys.executable, "-c", PADDED], env=env, cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

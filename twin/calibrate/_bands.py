@@ -15,7 +15,7 @@ from ..data import RunData
 from ..kinetics import ModelStructure
 from ..observe import observables
 from ..simulate import SolverSettings, simulate
-from ._model import ParameterLayout, kinetic_parameters, make_prior
+from ._model import ParameterLayout, kinetic_parameters, make_prior, map_runs_on_all_devices
 from ._problem import build_problem
 from ._result import Calibration
 
@@ -38,14 +38,14 @@ def simulate_parameter_draws(calibration: Calibration, theta, schedules, time_h)
 def _simulate_all(
     theta, schedules, time_h, base, layout, structure: ModelStructure, solver: SolverSettings
 ):
-    def one_run(theta_run, schedule, times):
+    def one_run(theta_run, schedule, times, base):
         def one_draw(t):
             params = kinetic_parameters(t, base, layout)
             return simulate(params, schedule, times, structure, solver).states
 
         return jax.vmap(one_draw)(theta_run)
 
-    return jax.vmap(one_run)(theta, schedules, time_h)
+    return map_runs_on_all_devices(one_run, (theta, schedules, time_h), (base,))
 
 
 def fit_bands(

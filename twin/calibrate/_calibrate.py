@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -45,6 +46,7 @@ def calibrate(
     config_yaml: str = "",
     progress: bool = True,
     forecast_settings=None,
+    on_fit: Callable[[Calibration], None] | None = None,
 ) -> Calibration:
     """Fit the hierarchical kinetic model to ``data`` (MAP) and approximate its uncertainty.
 
@@ -62,6 +64,9 @@ def calibrate(
     - ``forecast_settings``: how forecasts from this calibration will condition and simulate
       (:class:`twin.forecast.ForecastSettings`, default its defaults); the model discrepancy
       (``config.discrepancy``) is learnt with them.
+    - ``on_fit``: called once with the fitted calibration before its model discrepancy is
+      learnt (with ``config.select``: the chosen one, after the ranking). Work that needs only
+      the fit (figures) can start there, e.g. in a thread, while the discrepancy is learnt.
 
     **Returns:** a :class:`Calibration`.
 
@@ -79,7 +84,7 @@ def calibrate(
         forecast_settings=forecast_settings,
     )
     if not config.select:
-        return _calibrate_one(data, config, structure=structure, **options)
+        return _calibrate_one(data, config, structure=structure, on_fit=on_fit, **options)
     candidates = [
         parse_candidate(text, structure, f"fit.select[{i}]") for i, text in enumerate(config.select)
     ]
@@ -89,7 +94,10 @@ def calibrate(
         calibrations.append(_calibrate_one(data, config, structure=candidate, **options))
     chosen, ranking = rank_candidates(list(config.select), calibrations)
     log.info("structure ranking (training data only):\n%s", ranking.to_string(index=False))
-    return dataclasses.replace(calibrations[chosen], selection=ranking)
+    calibration = dataclasses.replace(calibrations[chosen], selection=ranking)
+    if on_fit is not None:
+        on_fit(calibration)
+    return calibration
 
 
 def _drop_unused(config: CalibrationConfig, structure: ModelStructure) -> CalibrationConfig:
@@ -125,6 +133,7 @@ def _calibrate_one(
     config_yaml: str,
     progress: bool,
     forecast_settings,
+    on_fit: Callable[[Calibration], None] | None = None,
 ) -> Calibration:
     """:func:`calibrate` for one model structure."""
     config = _drop_unused(config, structure)
@@ -244,6 +253,8 @@ def _calibrate_one(
         config=config_yaml,
         likelihood=config.likelihood,
     )
+    if on_fit is not None:
+        on_fit(calibration)
     if not config.discrepancy.horizons_h:
         return calibration
     from ..forecast._discrepancy import learn_discrepancy  # forecasting builds on calibration

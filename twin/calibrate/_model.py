@@ -175,6 +175,21 @@ def map_runs(fn, devices: int, per_run: tuple, shared: tuple):
     )(*per_run, *shared)
 
 
+def map_runs_on_all_devices(fn, per_run: tuple, shared: tuple = ()):
+    """:func:`map_runs` over every local device, for any number of runs: the runs axis is
+    padded to a multiple of the device count (repeating the first run) and the padding dropped
+    from the outputs. Call it inside ``jit``."""
+    devices = jax.local_device_count()
+    n_runs = jax.tree.leaves(per_run)[0].shape[0]
+    pad = -n_runs % devices
+    if pad:
+        per_run = jax.tree.map(
+            lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]), per_run
+        )
+    out = map_runs(fn, devices, per_run, shared)
+    return jax.tree.map(lambda x: x[:n_runs], out) if pad else out
+
+
 def kinetic_parameters(
     theta: Float[Array, " fitted"], base: Float[Array, " parameters"], layout: ParameterLayout
 ) -> KineticParameters:

@@ -29,7 +29,14 @@ from jaxtyping import Array, Bool, Float
 from .._errors import TwinInputError
 from ..assays import MEASURED_VARIABLES
 from ..calibrate import Calibration, CalibrationArrays
-from ..calibrate._model import ModelSpec, ParameterLayout, Prior, make_prior, run_residuals
+from ..calibrate._model import (
+    ModelSpec,
+    ParameterLayout,
+    Prior,
+    make_prior,
+    map_runs_on_all_devices,
+    run_residuals,
+)
 
 
 class RunPosterior(eqx.Module):
@@ -156,7 +163,7 @@ def _condition(
     max_steps,
     memory_h,
 ):
-    def one(run, mean, covariance):
+    def one(run, mean, covariance, theta_pop, prior, noise_sd, memory_h):
         whiten = jnp.linalg.inv(jnp.linalg.cholesky(covariance))
         measured = run.mask.any(axis=-1)
         latest = jnp.max(jnp.where(measured, run.time_h, -jnp.inf))
@@ -204,5 +211,8 @@ def _condition(
         decrement = 0.5 * gradient @ jnp.linalg.solve(hessian, gradient)
         return b, jnp.linalg.inv(hessian), 0.5 * r @ r, decrement < 1e-6, ok
 
-    b, cov, objective, converged, ok = jax.vmap(one)(arrays, prior_mean, prior_covariance)
+    # Runs split over the local devices: on CPU each device is one core.
+    b, cov, objective, converged, ok = map_runs_on_all_devices(
+        one, (arrays, prior_mean, prior_covariance), (theta_pop, prior, noise_sd, memory_h)
+    )
     return RunPosterior(b, cov, objective, converged, ok)
