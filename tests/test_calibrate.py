@@ -385,6 +385,33 @@ def test_write_calibration_round_trips_discrepancy_and_selection(calibration, tm
     pd.testing.assert_frame_equal(loaded.selection, selection)
 
 
+@pytest.mark.parametrize("decline", ["exponential", "weibull"])
+def test_a_file_from_before_the_weibull_shape_loads_where_its_structure_does_not_use_it(
+    calibration, tmp_path, decline
+):
+    """A parameter added to the model since a file was written: the file loads (the parameter
+    at its default) if its structure never reads it, else it is refused by name."""
+    import json
+
+    path = write_calibration(calibration, tmp_path / "new.nc")
+    with xr.open_dataset(path) as ds:
+        old = ds.load().drop_sel(kinetic_parameter="growth_decline_shape")
+    structure = dict(json.loads(old.attrs["structure"]), decline=decline)
+    old.attrs["structure"] = json.dumps(structure)
+    old.to_netcdf(tmp_path / "old.nc")
+    if decline == "weibull":
+        with pytest.raises(TwinInputError, match="parameters growth_decline_shape differ"):
+            load_calibration(tmp_path / "old.nc")
+        return
+    loaded = load_calibration(tmp_path / "old.nc")
+    assert loaded.structure.decline == "exponential"
+    assert float(loaded.model_parameters.growth_decline_shape) == 1.0
+    for name in ("activation_lag_h", "max_growth_rate_per_h"):
+        assert float(getattr(loaded.model_parameters, name)) == float(
+            getattr(calibration.model_parameters, name)
+        )
+
+
 def test_write_calibration_round_trips_profiles(calibration, tmp_path):
     profiles = pd.DataFrame(
         {
