@@ -38,7 +38,7 @@ if __name__ == "__main__":
     os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
 
 import shutil
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import hydra
@@ -96,10 +96,16 @@ def run(cfg: DictConfig, out_dir: Path) -> Calibration:
     checkpoint_dir = out_dir / "checkpoints"
     # The fit figures need only the fit: they are drawn in a thread while the model discrepancy
     # is learnt (whose compiles and steps leave a core idle on a small machine).
-    figures = _Background(lambda fitted: _fit_figures(fitted, data, out_dir, cfg.seed))
-    with checkpoints(checkpoint_dir):  # a killed run resumes from here (resume=true)
-        calibration = _calibrate(cfg, data, config, params, structure, solver, noise, figures.start)
-    figures.join()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit-figures") as pool:
+        figures = []
+
+        def on_fit(fitted: Calibration) -> None:
+            figures.append(pool.submit(_fit_figures, fitted, data, out_dir, cfg.seed))
+
+        with checkpoints(checkpoint_dir):  # a killed run resumes from here (resume=true)
+            calibration = _calibrate(cfg, data, config, params, structure, solver, noise, on_fit)
+        for done in figures:
+            done.result()  # re-raises what the figures raised
     write_calibration(calibration, out_dir / "calibration.nc")
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the result is written: not needed now
     tables = {
@@ -127,30 +133,6 @@ def _fit_figures(calibration: Calibration, data, out_dir: Path, seed: int) -> No
     save_figure(plot_parameter_intervals(calibration), out_dir / "parameters.png")
     if not calibration.profiles.empty:
         save_figure(plot_profiles(calibration), out_dir / "profiles.png")
-
-
-class _Background:
-    """``work(value)`` in a thread started by ``start(value)``; ``join`` waits for it and
-    re-raises what it raised."""
-
-    def __init__(self, work):
-        self._work, self._thread, self._error = work, None, None
-
-    def start(self, value) -> None:
-        def target():
-            try:
-                self._work(value)
-            except BaseException as error:  # re-raised in the caller's thread by join
-                self._error = error
-
-        self._thread = threading.Thread(target=target, name="fit-figures", daemon=True)
-        self._thread.start()
-
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
 
 
 def _calibrate(cfg, data, config, params, structure, solver, noise, on_fit) -> Calibration:
