@@ -80,6 +80,28 @@ def test_sbml_is_valid_and_names_the_twins_quantities(exported):
     assert libsbml.formulaToL3String(trigger.getMath()) == "time >= 24"
 
 
+def test_rules_hold_numbers_and_conditions_hold_no_piecewise(exported):
+    """What AMICI's SBML import needs (it rejects both): no assignment rule whose value is a
+    condition (``vf_3 = x > 0`` used as a piecewise condition), no piecewise inside a
+    condition (a min of a max: the fraction assays' clamp is one flat piecewise)."""
+    model = exported.document.getModel()
+
+    def nested(node, in_condition=False) -> int:
+        count = int(in_condition and node.getType() == libsbml.AST_FUNCTION_PIECEWISE)
+        for i in range(node.getNumChildren()):
+            is_condition = node.getType() == libsbml.AST_FUNCTION_PIECEWISE and i % 2 == 1
+            count += nested(node.getChild(i), in_condition or is_condition)
+        return count
+
+    for rule in model.getListOfRules():
+        math = rule.getMath()
+        assert not (math.isRelational() or math.isLogical()), rule.getVariable()
+        assert nested(math) == 0, rule.getVariable()
+    assert any(
+        "piecewise" in libsbml.formulaToL3String(r.getMath()) for r in model.getListOfRules()
+    )
+
+
 def test_rates_in_roadrunner_equal_the_vector_field(exported):
     """At random states, roadrunner's rate rules equal ``culture_vector_field`` to rounding."""
     rr = load_roadrunner(exported.to_string(), rtol=1e-8, atol=1e-10)

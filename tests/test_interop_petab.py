@@ -81,3 +81,26 @@ def test_petab_objective_equals_the_twins(example, tmp_path):
     assert petab_objective - objective_constant(exported, noise) == pytest.approx(
         twin_objective, rel=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        (None, "error: amici_python: not set; give the python of an environment with amici"),
+        ("/no/such/python", "error: amici_python='/no/such/python': cannot import amici"),
+    ],
+)
+def test_amici_benchmark_without_amici_says_what_is_missing(repo_root, tmp_path, argument, message):
+    """The comparison needs AMICI in another environment; without one the command stops with one
+    error line (exit 2) before any work."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, str(repo_root / "experiments" / "benchmark_amici.py")]
+    command += [f"hydra.run.dir={tmp_path / 'run'}"]
+    if argument:
+        command.append(f"amici_python={argument}")
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), lines

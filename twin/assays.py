@@ -189,7 +189,12 @@ def to_assay_scale(variable: str, value: Float[Array, "*shape"]) -> Float[Array,
     scale, floor = ASSAY_SCALES[variable]
     if scale == "log":
         return jnp.log(jnp.maximum(value, 0.0) + floor)
-    clipped = jnp.clip(value, floor, 1.0 - floor)
+    # lax.clamp, not jnp.clip (a min of a max): it exports to SBML as one flat piecewise,
+    # which AMICI can parse (it rejects a piecewise inside another's condition).
+    value = jnp.asarray(value, jnp.result_type(value, float))
+    clipped = jax.lax.clamp(
+        jnp.asarray(floor, value.dtype), value, jnp.asarray(1.0 - floor, value.dtype)
+    )
     return jnp.log(clipped) - jnp.log1p(-clipped)
 
 

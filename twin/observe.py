@@ -31,9 +31,13 @@ OBSERVABLES: dict[str, str] = {
 
 
 def _safe_ratio(num, den):
-    """num / den, with 0 / 0 = 0 (an empty culture); NaN (after the schedule's end) stays NaN."""
+    """num / den, with 0 / 0 = 0 (an empty culture); NaN (after the schedule's end) stays NaN.
+
+    The guard adds 1 to an empty denominator rather than selecting 1: exported to SBML, a
+    selected denominator folds into a piecewise of the ratio, whose 1/0 a simulator evaluating
+    both branches (AMICI) meets."""
     empty = den == 0
-    return jnp.where(empty, 0.0, num / jnp.where(empty, 1.0, den))
+    return jnp.where(empty, 0.0, num / (den + jnp.where(empty, 1.0, 0.0)))
 
 
 def copy_counts(state: CultureState) -> Float[Array, " copies"]:

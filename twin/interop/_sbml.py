@@ -18,8 +18,9 @@ Mapping (every state leaf keeps its field name; array fields get ``_<index>``):
 - observables: assignment rules named as :data:`twin.observe.OBSERVABLES`; an observable that is
   a state variable itself (``glucose_mM``, ``volume_ml``, ...) is that variable.
 
-Several schedules can share one model (for PEtab): each schedule's events are then gated by a
-constant parameter (``batch_index == k``).
+Several schedules can share one model (for PEtab): a constant parameter ``batch_index`` selects
+one; the other schedules' events are pushed past any horizon (trigger ``time >= t + 1e9 h x
+(batch_index - k)^2``; an equality in a trigger defeats root-finding simulators such as AMICI).
 """
 
 from __future__ import annotations
@@ -99,8 +100,28 @@ def state_ids(structure: ModelStructure) -> CultureState:
     return CultureState(**ids)
 
 
+# Hours a batch's unit operations are pushed out when another batch is selected (> any culture).
+OTHER_BATCH_DELAY_H = 1.0e9
+
+
 def _flat(tree) -> list:
     return [x for leaf in jax.tree.leaves(tree) for x in np.asarray(leaf, dtype=object).ravel()]
+
+
+def _inline_conditions(
+    shared: list[tuple[sp.Symbol, sp.Basic]], reduced: list[sp.Basic]
+) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Basic]]:
+    """Put conditions that ``sp.cse`` shared (``x > 0``) back where they are used: an SBML
+    assignment rule holds a number, and tools such as AMICI cannot take a rule's variable as a
+    piecewise condition."""
+    conditions, kept = {}, []
+    for symbol, expr in shared:
+        expr = expr.xreplace(conditions)
+        if isinstance(expr, sp.logic.boolalg.Boolean) and not isinstance(expr, sp.Symbol):
+            conditions[symbol] = expr
+        else:
+            kept.append((symbol, expr))
+    return kept, [expr.xreplace(conditions) for expr in reduced]
 
 
 def _event_values(schedule: Schedule, i: int) -> EventValues:
@@ -371,7 +392,7 @@ def export_sbml(
         )
     )
     names = (sp.Symbol(f"vf_{i}") for i in range(10**6))
-    shared, reduced = sp.cse(rates, symbols=names, order="none")
+    shared, reduced = _inline_conditions(*sp.cse(rates, symbols=names, order="none"))
     for symbol, expr in shared:
         parameter = model.createParameter()
         parameter.setId(str(symbol))
@@ -409,7 +430,11 @@ def export_sbml(
             trigger.setInitialValue(True)
             condition = f"time >= {time_h!r}"
             if many:
-                condition = f"({condition}) && ({batch_parameter} == {b})"
+                # Another batch's operations move (batch - b)^2 x OTHER_BATCH_DELAY_H past any
+                # horizon. Not `&& batch == b`: a root-finding simulator (AMICI) turns that
+                # equality into a root function that is identically zero and never fires it.
+                offset = f"{OTHER_BATCH_DELAY_H!r} * ({batch_parameter} - {b})^2"
+                condition = f"time >= {time_h!r} + {offset}"
             _check(trigger.setMath(_math(condition)), f"trigger of {event.getId()}")
             for sid, value in changes:
                 assignment = event.createEventAssignment()

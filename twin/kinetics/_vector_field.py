@@ -43,8 +43,11 @@ def age_decline(
         return jnp.exp(-(scaled**2))
     if structure.decline is DeclineForm.weibull:
         # At age 0 the power is taken of 1, not 0, so the gradient in k (s^k log s) is finite.
+        # 1 is added rather than selected: exported to SBML, a selected base folds into a
+        # piecewise of the power, whose 0^(k-1) a simulator evaluating both branches
+        # (AMICI's Heaviside form) meets at age 0.
         started = scaled > 0
-        powered = jnp.where(started, scaled, 1.0) ** p.growth_decline_shape
+        powered = (scaled + jnp.where(started, 0.0, 1.0)) ** p.growth_decline_shape
         return jnp.where(started, jnp.exp(-powered), 1.0)
     return jnp.exp(-scaled)
 
