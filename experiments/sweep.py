@@ -158,12 +158,18 @@ def _analysis(cfg: DictConfig, out_dir: Path) -> dict:
 @twin_config.with_configured_bounds
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Run (or resume, or merge) the sweep into ``out_dir`` and return a summary dict."""
-    # Here as well as at import: a launcher (submitit) may run ``run`` in a process that
-    # never executed this module's top level.
-    jax.config.update("jax_enable_x64", True)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     s = cfg.sweep
+    if not isinstance(s.float64, bool):
+        raise TwinInputError(f"sweep.float64={s.float64!r}: must be true or false")
+    # A context, not the module's global setting: a launcher (submitit) may run ``run`` in a
+    # process that never executed this module's top level, and a caller keeps its own.
+    with jax.enable_x64(s.float64):
+        return _run(cfg, Path(out_dir))
+
+
+def _run(cfg: DictConfig, out_dir: Path) -> dict:
+    s = cfg.sweep
+    out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, cfg, seed=s.seed)
     if s.merge is not None:
         folder = resolve_user_path(str(s.merge))

@@ -320,6 +320,7 @@ def test_sensitivity_refuses_failed_points_and_other_designs(tmp_path):
         ("sweep.n_points=0", "sweep.n_points=0: must be an integer >= 1"),
         ("sweep.shard=2", r"sweep.shard=2: must be in \[0, 1\)"),
         ("sweep.chunk_size=0", "sweep.chunk_size=0"),
+        ("sweep.float64=2", "sweep.float64=2: must be true or false"),
         ("sweep.space={moi:[1,10],bogus:[0,1]}", "sweep.space.bogus: not a recipe decision"),
         ("sweep.space={harvest_time_h:[264,192]}", r"sweep.space.harvest_time_h=\[264, 192\]"),
         ("sweep.design=saltelli sweep.n_points=1000", "sweep.n_points=1000: the Saltelli design"),
