@@ -28,7 +28,9 @@ from twin.optimize import (
     gradient_search,
     non_dominated,
     release_margins,
+    screen_starts,
     smooth_conformance,
+    sobol_points,
     sobol_search,
 )
 from twin.process import Downstream, Recipe, pad_schedule, product, schedule_from_values
@@ -237,6 +239,19 @@ def test_sobol_filters_points_over_the_vector_limit(problem):
     unlimited = sobol_search(problem, donors, 4 * 16, seed=0)
     assert np.all(np.isfinite(unlimited.history[0]))
     assert unlimited.loss <= result.loss
+
+
+def test_screen_is_the_baselines_prefix_and_picks_by_the_smooth_loss(problem):
+    problem, donors = problem
+    screen = sobol_points(problem, 8, seed=0)
+    # One scrambled sequence per seed: the screen is the first points the baseline scores.
+    np.testing.assert_array_equal(screen, sobol_points(problem, 16, seed=0)[:8])
+    np.testing.assert_array_equal(screen[0], problem.space.start())
+    picks, simulations = screen_starts(problem, donors, 8, 3, seed=0)
+    assert simulations == 7 * 4  # the start recipe is not re-scored
+    smooth = [problem.loss_and_gradient(z, donors)[0] for z in screen[1:]]
+    best = np.argsort(smooth)[:3]
+    np.testing.assert_array_equal(picks, screen[1:][best])
 
 
 # --- outputs ------------------------------------------------------------------------------------

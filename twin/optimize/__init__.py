@@ -3,10 +3,11 @@
 Decisions (bounded process values) map to an unconstrained vector (:class:`DecisionSpace`);
 a :class:`DonorPopulation` supplies common random donors; a :class:`RobustProblem` simulates
 all donors at once and gives exact outcomes and forward-mode gradients of a smooth surrogate;
-:func:`gradient_search` (Adam, multi-start) and :func:`sobol_search` (the derivative-free
-baseline) search on one simulation budget and one vector-use limit; :func:`pareto_sweep`
-trades P(conforming) for cost; :func:`covered_ranges` says what the calibration data covered,
-:func:`outside_ranges` where a recipe leaves it.
+:func:`gradient_search` (Adam, multi-start from the best points of a Sobol screen,
+:func:`screen_starts`) and :func:`sobol_search` (the derivative-free baseline) search on one
+simulation budget and one vector-use limit; :func:`pareto_sweep` trades P(conforming) for
+cost; :func:`covered_ranges` says what the calibration data covered, :func:`outside_ranges`
+where a recipe leaves it.
 
 The stage in one call: :func:`optimize_recipe` (from a recipe, or a recorded batch read by
 :func:`read_start_events`) returns an :class:`Optimization`; :func:`write_optimization`
@@ -62,6 +63,8 @@ from ._search import (
     bootstrap_interval as bootstrap_interval,
     evaluate as evaluate,
     gradient_search as gradient_search,
+    screen_starts as screen_starts,
+    sobol_points as sobol_points,
     sobol_search as sobol_search,
 )
 from ._space import DecisionSpace as DecisionSpace, decision_space as decision_space

@@ -38,6 +38,7 @@ class OptimizeConfig:
     n_donors: int = 16
     n_eval_donors: int = 256
     starts: int = 3
+    screen_points: int = 64
     steps: int = 20
     learning_rate: float = 0.2
     pareto_cost_weights: list[float] = dataclasses.field(default_factory=list)
@@ -54,6 +55,11 @@ class OptimizeConfig:
         for key in ("n_donors", "n_eval_donors", "starts", "steps", "pareto_steps", "n_bootstrap"):
             if not getattr(self, key) >= 1:
                 raise ValueError(f"optimize.{key}={getattr(self, key)!r}: must be >= 1")
+        if self.screen_points and not self.screen_points > self.starts:
+            raise ValueError(
+                f"optimize.screen_points={self.screen_points!r}: must be 0 (random starts) or "
+                f"more than optimize.starts={self.starts}"
+            )
         for key in ("n_donors", "n_eval_donors"):
             value = getattr(self, key)
             if limit := over_limit(f"optimize.{key}", value, value, MAX_DRAWS, "donors"):

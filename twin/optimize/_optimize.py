@@ -34,7 +34,14 @@ from ._pareto import non_dominated, pareto_sweep
 from ._population import DonorPopulation, population_from_calibration
 from ._problem import RobustProblem
 from ._processes import EventsProcess, TwinVariantProcess
-from ._search import SearchResult, bootstrap_interval, evaluate, gradient_search, sobol_search
+from ._search import (
+    SearchResult,
+    bootstrap_interval,
+    evaluate,
+    gradient_search,
+    screen_starts,
+    sobol_search,
+)
 from ._space import DecisionSpace, decision_space
 
 # Donors per compiled call when evaluating on another variant of the twin.
@@ -157,9 +164,20 @@ def optimize_recipe(
     ratio = opt.max_vector_TU_ratio
     max_vector = None if ratio is None else ratio * start_vector
 
-    rng = np.random.default_rng(opt.seed)
-    randoms = space.from_unit_cube(rng.random((opt.starts - 1, len(z0))))
-    starts = np.concatenate([z_search[None], randoms])
+    began = time.perf_counter()
+    if opt.screen_points and opt.starts > 1:
+        picks, screen_simulations = screen_starts(
+            problem,
+            donors,
+            opt.screen_points,
+            opt.starts - 1,
+            seed=opt.seed,
+            max_vector_TU=max_vector,
+        )
+    else:
+        rng = np.random.default_rng(opt.seed)
+        picks, screen_simulations = space.from_unit_cube(rng.random((opt.starts - 1, len(z0)))), 0
+    starts = np.concatenate([z_search[None], picks])
     gradient = gradient_search(
         problem,
         donors,
@@ -168,7 +186,17 @@ def optimize_recipe(
         learning_rate=opt.learning_rate,
         max_vector_TU=max_vector,
     )
-    say(f"gradient search: {opt.starts} starts x {opt.steps} steps in {gradient.seconds:.0f} s")
+    # The screen is part of the gradient search's budget, so the baseline gets it too.
+    gradient = dataclasses.replace(
+        gradient,
+        simulations=gradient.simulations + screen_simulations,
+        seconds=time.perf_counter() - began,
+    )
+    how = f"the best of {opt.screen_points} Sobol points" if screen_simulations else "random"
+    say(
+        f"gradient search: {opt.starts} starts (the start recipe, {how}) x {opt.steps} steps "
+        f"in {gradient.seconds:.0f} s"
+    )
     sobol = sobol_search(
         problem, donors, gradient.simulations, seed=opt.seed, max_vector_TU=max_vector
     )
@@ -259,11 +287,18 @@ def optimize_recipe(
         "decisions": list(space.names),
         "held_decisions": held,
         "decision_dimension": space.dimension,
-        "budget_rule": "objective evaluation = n_donors simulations; gradient = n_donors x (1 + D)",
+        "budget_rule": (
+            "objective evaluation = n_donors simulations; gradient = n_donors x (1 + D); the "
+            "start screen is charged to the gradient search"
+        ),
         "max_vector_TU": max_vector,
         "start_vector_TU_training": start_vector,
         "start_smooth_loss_training": start_loss,
-        "gradient": _search_record(gradient, "best_smooth_loss"),
+        "gradient": {
+            **_search_record(gradient, "best_smooth_loss"),
+            "screen_points": opt.screen_points,
+            "screen_simulations": screen_simulations,
+        },
         "sobol": {**_search_record(sobol, "best_exact_loss"), "points": len(sobol.history[0])},
         "evaluations": {
             p.name: {"description": p.description, "seconds": timings[p.name]} for p in processes

@@ -3,7 +3,9 @@
 Budget accounting (simulations of one batch): an objective evaluation over ``N`` donors costs
 ``N``; a forward-mode gradient over ``D`` decisions is counted as ``N (1 + D)`` (the primal
 plus one tangent per decision, what finite differences would cost), although it measured close
-to one evaluation's wall time. The derivative-free baseline gets the same count of simulations.
+to one evaluation's wall time. The Sobol screen that picks the gradient search's starts
+(:func:`screen_starts`) is charged to it. The derivative-free baseline gets the same count of
+simulations, and its first points are the screen's.
 
 Both searches take the same optional limit on the mean vector use over the training donors
 (``max_vector_TU``): a quadratic penalty steers the gradient search, infeasible points are
@@ -148,16 +150,8 @@ def sobol_search(
     use budget but cannot be chosen (unless none is feasible: then the least vector use)."""
     began = time.perf_counter()
     limit = math.inf if max_vector_TU is None else float(max_vector_TU)
-    n_points = max(1, simulations // n_donors(donors))
-    dimension = problem.space.dimension
-    sampler = qmc.Sobol(dimension, scramble=True, seed=seed)
-    cube = sampler.random_base2(max(0, math.ceil(math.log2(n_points))))[: n_points - 1]
-    points = np.concatenate([problem.space.start()[None], problem.space.from_unit_cube(cube)])
-    losses, vectors = [], []
-    for z in points:
-        out = problem.outcomes(z, donors)
-        losses.append(float(objective_loss(out, problem.objective, exact=True)))
-        vectors.append(float(np.mean(out["vector_TU"])))
+    points = sobol_points(problem, max(1, simulations // n_donors(donors)), seed=seed)
+    losses, vectors = _score(problem, donors, points, exact=True)
     keys = [_rank(loss, vector, limit) for loss, vector in zip(losses, vectors, strict=True)]
     best = min(range(len(points)), key=keys.__getitem__)
     feasible = np.array([key[0] == 0 for key in keys])
@@ -171,6 +165,47 @@ def sobol_search(
         feasible=bool(feasible[best]),
         evaluated_feasible=int(feasible.sum()),
     )
+
+
+def sobol_points(problem: RobustProblem, n_points: int, *, seed: int) -> np.ndarray:
+    """The start recipe, then ``n_points - 1`` scrambled Sobol points over the trust region
+    (``(n_points, D)``, unconstrained). One sequence per seed: a shorter list is a prefix of a
+    longer one, so a screen of ``n`` points is the first ``n`` points of the baseline."""
+    sampler = qmc.Sobol(problem.space.dimension, scramble=True, seed=seed)
+    cube = sampler.random_base2(max(0, math.ceil(math.log2(n_points))))[: n_points - 1]
+    return np.concatenate([problem.space.start()[None], problem.space.from_unit_cube(cube)])
+
+
+def screen_starts(
+    problem: RobustProblem,
+    donors: KineticParameters,
+    n_points: int,
+    n_starts: int,
+    *,
+    seed: int,
+    max_vector_TU: float | None = None,
+) -> tuple[np.ndarray, int]:
+    """Starts for the gradient search: the ``n_starts`` best of the first ``n_points`` Sobol
+    points (:func:`sobol_points`, the start recipe itself left out), ranked by the smooth loss
+    the gradient search descends, feasible points first (``max_vector_TU``, TU). Returns them
+    (``(n_starts, D)``) and the simulations the screen used."""
+    points = sobol_points(problem, n_points, seed=seed)[1:]
+    losses, vectors = _score(problem, donors, points, exact=False)
+    limit = math.inf if max_vector_TU is None else float(max_vector_TU)
+    order = sorted(range(len(points)), key=lambda i: _rank(losses[i], vectors[i], limit))
+    return points[order[:n_starts]], len(points) * n_donors(donors)
+
+
+def _score(
+    problem: RobustProblem, donors: KineticParameters, points: np.ndarray, *, exact: bool
+) -> tuple[list[float], list[float]]:
+    """Loss (exact or smooth) and mean vector use over ``donors`` (TU) of each point."""
+    losses, vectors = [], []
+    for z in points:
+        out = problem.outcomes(z, donors)
+        losses.append(float(objective_loss(out, problem.objective, exact=exact)))
+        vectors.append(float(np.mean(out["vector_TU"])))
+    return losses, vectors
 
 
 def evaluate(
