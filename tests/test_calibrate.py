@@ -293,6 +293,42 @@ def test_second_fit_with_the_same_shapes_does_not_recompile(virtual, calibration
     assert fit_one._cache_size() == compiled
 
 
+def test_donor_sd_update_is_the_em_step_of_a_gaussian_random_effect():
+    """omega^2 = mean over real donors of (effect^2 + posterior variance), with the posterior
+    covariance inv(J^T J): here J is diagonal, so each variance is 1/J_ii^2."""
+    from types import SimpleNamespace
+
+    from twin.calibrate._calibrate import MIN_DONOR_SD, _donor_sd_update
+
+    layout = ParameterLayout(("a", "b", "c"), ("a", "c"), n_donors=3)  # 3rd donor: padding
+    effects = np.array([[0.2, 0.0], [-0.4, 0.0], [9.0, 9.0]])
+    x = np.concatenate([[1.0, 2.0, 3.0], effects.ravel()])
+    scales = np.array([1.0, 1.0, 1.0, 10.0, 100.0, 5.0, 100.0, 1.0, 1.0])  # J = diag(scales)
+    best = SimpleNamespace(x=jnp.asarray(x), jacobian=np.diag(scales))
+    omega = _donor_sd_update(best, layout, n_donors=2, n_real=7)
+    expected_a = np.sqrt(np.mean([0.2**2 + 1 / 10.0**2, 0.4**2 + 1 / 5.0**2]))
+    np.testing.assert_allclose(omega, [expected_a, MIN_DONOR_SD], rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_fit_donor_sd_refits_with_the_em_omega(virtual):
+    """fit.fit_donor_sd: after the fit, omega is the EM update of its effects and the fit is
+    redone with it; the calibration carries the new omega (one refit row per round)."""
+    settings = dataclasses.replace(CONFIG, n_starts=1, fit_donor_sd=True, donor_sd_rounds=1)
+    plain = calibrate(
+        virtual.run_data, dataclasses.replace(settings, fit_donor_sd=False), progress=False
+    )
+    result = calibrate(virtual.run_data, settings, progress=False)
+    assert len(result.diagnostics) > len(plain.diagnostics)
+    # The update from the first fit (the same fit as without the option): its effects and
+    # their Laplace variances, which the calibration without the option reports.
+    p, q = len(plain.fitted), len(plain.donor_level)
+    variance = np.diag(plain.covariance)[p:].reshape(-1, q)
+    expected = np.sqrt(np.mean(plain.donor_effects**2 + variance, axis=0))
+    np.testing.assert_allclose(result.donor_sd, np.maximum(expected, 0.02), rtol=1e-6)
+    assert not np.allclose(result.donor_sd, CONFIG.donor_sd)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -300,6 +336,7 @@ def test_second_fit_with_the_same_shapes_does_not_recompile(virtual, calibration
         ({"donor_level": ["lysis_rate_per_h"]}, r"fit.donor_level\[0\]='lysis_rate_per_h'"),
         ({"donor_sd_by_parameter": {"activation_lag_h": -1.0}}, "donor_sd_by_parameter"),
         ({"n_starts": 0}, r"fit.n_starts=0"),
+        ({"donor_sd_rounds": 0}, r"fit.donor_sd_rounds=0"),
         ({"profile": ["lysis_rate_per_h"]}, r"fit.profile\[0\]"),
     ],
 )

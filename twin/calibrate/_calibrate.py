@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -176,6 +177,12 @@ def _calibrate_one(
     )
     best = _record(outcomes, 0, problem, diagnostics)
 
+    def refit(x, description: str) -> list[tuple[LMResult, float]]:
+        # One start from x, with whatever objective_data holds by then (noise, donor SDs).
+        return multistart(
+            x[None, :], objective_data, spec, options, description=description, progress=progress
+        )
+
     def continued(best: LMResult, noise_round: int) -> LMResult:
         # A fit that ran out of steps resumes from where it stopped (fresh damping), up to
         # ``config.continuations`` times: misspecified data can need more than one budget.
@@ -185,14 +192,7 @@ def _calibrate_one(
             log.info(
                 "not converged: continuing from the best point (%d of %d)", k, config.continuations
             )
-            outcomes = multistart(
-                best.x[None, :],
-                objective_data,
-                spec,
-                options,
-                description=f"continuation {k}",
-                progress=progress,
-            )
+            outcomes = refit(best.x, f"continuation {k}")
             best = _record(outcomes, noise_round, problem, diagnostics, continuation=k)
         return best
 
@@ -202,17 +202,19 @@ def _calibrate_one(
         noise_sd = _residual_rms(best, problem, noise_sd, spec)
         log.info("noise round %d: SDs %s", noise_round, _format_noise(noise_sd))
         objective_data = dataclasses.replace(objective_data, noise_sd=noise_sd)
-        outcomes = multistart(
-            best.x[None, :],
-            objective_data,
-            spec,
-            options,
-            description=f"noise round {noise_round}",
-            progress=progress,
-        )
+        outcomes = refit(best.x, f"noise round {noise_round}")
         best = continued(_record(outcomes, noise_round, problem, diagnostics), noise_round)
 
     n_real = layout.n_population + len(problem.donor_ids) * len(layout.donor_level)
+    rounds = config.donor_sd_rounds if config.fit_donor_sd and layout.donor_level else 0
+    for donor_round in range(1, rounds + 1):
+        donor_sd = _donor_sd_update(best, layout, len(problem.donor_ids), n_real)
+        log.info("donor SD round %d: %s", donor_round, _format_sd(layout.donor_level, donor_sd))
+        prior = dataclasses.replace(prior, donor_sd=jnp.asarray(donor_sd))
+        objective_data = dataclasses.replace(objective_data, prior=prior)
+        outcomes = refit(best.x, f"donor SD round {donor_round}")
+        best = continued(_record(outcomes, 0, problem, diagnostics), 0)
+
     covariance = laplace_covariance(best.jacobian, keep=n_real)
     posterior_sd = np.sqrt(np.diag(covariance))[: layout.n_population]
     profiles = profile_likelihood(
@@ -264,6 +266,24 @@ def _calibrate_one(
         calibration,
         discrepancy=learn_discrepancy(calibration, data, config.discrepancy, forecast_settings),
     )
+
+
+# An omega below this (estimation scale) would pin every donor to the population value.
+MIN_DONOR_SD = 0.02
+
+
+def _donor_sd_update(best: LMResult, layout: ParameterLayout, n_donors: int, n_real: int):
+    """One EM step for the donor SDs (omega) of a Gaussian random-effects model: the mean over
+    the real donors of each effect's square plus its posterior variance (Laplace, at ``best``)."""
+    _, effects = layout.split(best.x)
+    effects = np.asarray(effects)[:n_donors]
+    variance = np.diag(laplace_covariance(best.jacobian, keep=n_real))[layout.n_population :]
+    variance = variance.reshape(n_donors, len(layout.donor_level))
+    return np.maximum(np.sqrt(np.mean(effects**2 + variance, axis=0)), MIN_DONOR_SD)
+
+
+def _format_sd(names, values) -> str:
+    return ", ".join(f"{n} {v:.3g}" for n, v in zip(names, values, strict=True))
 
 
 def run_devices(requested: int, n_runs: int, available: int | None = None) -> int:

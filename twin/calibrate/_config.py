@@ -32,6 +32,7 @@ _DEFAULT_DONOR_LEVEL = (
     "activation_lag_h",
     "susceptible_fraction",
     "base_death_rate_per_h",
+    "growth_decline_time_h",
 )
 
 
@@ -83,6 +84,10 @@ class CalibrationConfig:
       point up to this many times (misspecified data can need more steps).
     - ``fit_noise``: re-estimate each assay's noise SD as the RMS of its residuals after a fit
       and refit, ``noise_rounds`` times.
+    - ``fit_donor_sd``: re-estimate each donor-level parameter's omega from the fitted donor
+      effects (an EM step: ``omega^2 = mean(effect^2 + its posterior variance)``, Laplace) and
+      refit, ``donor_sd_rounds`` times; ``donor_sd`` (or ``donor_sd_by_parameter``) is then
+      the first round's value only.
     - ``failure_residual``: residual given to every observation of a run whose ODE solve fails.
     - ``pad_multiple``: runs, observation times and donors are padded to a multiple of this, so
       datasets of similar size reuse compiled code.
@@ -114,6 +119,8 @@ class CalibrationConfig:
     decrement_tol: float = 1.0e-4
     fit_noise: bool = False
     noise_rounds: int = 2
+    fit_donor_sd: bool = False
+    donor_sd_rounds: int = 2
     failure_residual: float = 1.0e3
     pad_multiple: int = 8
     devices: int = 0
@@ -164,6 +171,7 @@ def calibration_config_problems(config: CalibrationConfig, key: str = "fit") -> 
     if not (math.isfinite(config.start_spread) and config.start_spread >= 0):
         problems.append(f"{key}.start_spread={config.start_spread!r}: must be >= 0")
     at_least = {"n_starts": 1, "max_steps": 1, "noise_rounds": 1, "pad_multiple": 1}
+    at_least["donor_sd_rounds"] = 1
     at_least["continuations"] = 0
     at_least["profile_points"] = 2
     for field, low in at_least.items():

@@ -61,7 +61,6 @@ KEY_RUN_COLUMNS = (
 DEFAULT_RUN_LEVEL_SD = {
     "activation_efficiency": 0.5,
     "glucose_per_new_cell_pmol": 0.15,
-    "growth_decline_time_h": 0.5,
     "lactate_per_glucose": 0.1,
 }
 
