@@ -310,6 +310,16 @@ def test_donor_sd_update_is_the_em_step_of_a_gaussian_random_effect():
     np.testing.assert_allclose(omega, [expected_a, MIN_DONOR_SD], rtol=1e-12)
 
 
+def test_relative_decrement_tolerance_is_a_floor_that_scales_with_the_objective():
+    from twin.calibrate import LMOptions
+
+    r = jnp.full(200, 6.0)  # objective 0.5 |r|^2 = 3600
+    assert float(LMOptions(decrement_tol=1e-4).threshold(r)) == 1e-4  # off by default
+    relative = LMOptions(decrement_tol=1e-4, decrement_tol_relative=1e-7)
+    assert float(relative.threshold(r)) == pytest.approx(3.6e-4)
+    assert float(relative.threshold(jnp.ones(2))) == 1e-4  # small objectives: the absolute one
+
+
 @pytest.mark.slow
 def test_fit_donor_sd_refits_with_the_em_omega(virtual):
     """fit.fit_donor_sd: after the fit, omega is the EM update of its effects and the fit is
@@ -337,6 +347,7 @@ def test_fit_donor_sd_refits_with_the_em_omega(virtual):
         ({"donor_sd_by_parameter": {"activation_lag_h": -1.0}}, "donor_sd_by_parameter"),
         ({"n_starts": 0}, r"fit.n_starts=0"),
         ({"donor_sd_rounds": 0}, r"fit.donor_sd_rounds=0"),
+        ({"decrement_tol_relative": -1.0}, r"fit.decrement_tol_relative=-1.0: must be >= 0"),
         ({"profile": ["lysis_rate_per_h"]}, r"fit.profile\[0\]"),
     ],
 )

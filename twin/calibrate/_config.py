@@ -79,7 +79,8 @@ class CalibrationConfig:
     - ``n_starts``: optimizer starts; the first is the prior mean, the others are drawn as the
       prior mean plus ``start_spread`` prior SDs times a standard normal draw.
     - ``max_steps``, ``decrement_tol``: Levenberg-Marquardt budget and convergence threshold
-      (Gauss-Newton decrement, objective units; one datum one SD off contributes 0.5).
+      (Gauss-Newton decrement, objective units; one datum one SD off contributes 0.5);
+      ``decrement_tol_relative``: also converged below this times the objective (0: off).
     - ``continuations``: a fit still not converged after ``max_steps`` resumes from its best
       point up to this many times (misspecified data can need more steps).
     - ``fit_noise``: re-estimate each assay's noise SD as the RMS of its residuals after a fit
@@ -117,6 +118,7 @@ class CalibrationConfig:
     max_steps: int = 50
     continuations: int = 2
     decrement_tol: float = 1.0e-4
+    decrement_tol_relative: float = 0.0
     fit_noise: bool = False
     noise_rounds: int = 2
     fit_donor_sd: bool = False
@@ -168,8 +170,10 @@ def calibration_config_problems(config: CalibrationConfig, key: str = "fit") -> 
             problems.append(f"{key}.{field}={value!r}: must be > 0")
     if config.devices < 0:
         problems.append(f"{key}.devices={config.devices!r}: must be >= 0 (0: all that fit)")
-    if not (math.isfinite(config.start_spread) and config.start_spread >= 0):
-        problems.append(f"{key}.start_spread={config.start_spread!r}: must be >= 0")
+    for field in ("start_spread", "decrement_tol_relative"):
+        value = getattr(config, field)
+        if not (math.isfinite(value) and value >= 0):
+            problems.append(f"{key}.{field}={value!r}: must be >= 0")
     at_least = {"n_starts": 1, "max_steps": 1, "noise_rounds": 1, "pad_multiple": 1}
     at_least["donor_sd_rounds"] = 1
     at_least["continuations"] = 0

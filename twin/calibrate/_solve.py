@@ -47,13 +47,20 @@ class LMOptions(eqx.Module):
     - ``max_steps``: budget of trial points (each costs one Jacobian of every run); 0 just
       evaluates the residuals, Jacobian and gradient at the start.
     - ``decrement_tol``: convergence when the Gauss-Newton decrement is below this
-      (objective units: one datum one noise SD off contributes 0.5).
+      (objective units: one datum one noise SD off contributes 0.5), or below
+      ``decrement_tol_relative`` times the objective (0: off), a floor for large objectives
+      whose last digits the ODE solver's tolerance no longer resolves.
     - ``initial_damping``: the first damping factor, relative to the prior precision.
     """
 
     max_steps: int = 60
     decrement_tol: float = 1.0e-4
     initial_damping: float = 1.0
+    decrement_tol_relative: float = 0.0
+
+    def threshold(self, r: Float[Array, " residuals"]) -> Float[Array, ""]:
+        """The decrement below which a fit at residuals ``r`` has converged."""
+        return jnp.maximum(self.decrement_tol, self.decrement_tol_relative * 0.5 * (r @ r))
 
 
 class LMResult(eqx.Module):
@@ -130,7 +137,7 @@ def levenberg_marquardt(
     def keep_going(state: _State):
         _, _, decrement = _gauss_newton(state.r, state.jacobian)
         return state.first | (
-            (decrement > options.decrement_tol)
+            (decrement > options.threshold(state.r))
             & (state.steps < options.max_steps)
             & (state.damping < 1e16)
         )
@@ -180,7 +187,7 @@ def levenberg_marquardt(
         steps=final.steps,
         accepted_steps=final.accepted_steps,
         failed_evaluations=final.failed_evaluations,
-        converged=decrement <= options.decrement_tol,
+        converged=decrement <= options.threshold(final.r),
         residuals=final.r,
         jacobian=final.jacobian,
         run_success=final.run_success,
