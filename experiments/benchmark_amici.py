@@ -96,7 +96,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     amici_python = _amici_python(cfg)
     params, structure, solver = twin_config.model_from_config(cfg.model)
     noise = twin_config.noise_from_config(cfg.noise)
-    config = calibration_from_config(cfg.fit)
+    config = calibration_from_config(cfg.fit)  # export_petab refuses re-estimated SDs
     data = read_run_data(resolve_user_path(str(cfg.data_dir)))
     missing = sorted(set(cfg.runs) - set(data.run_ids))
     if missing:
@@ -129,7 +129,11 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     x0 = jnp.concatenate(
         [objective_data.prior.mean(layout), jnp.zeros(layout.size - layout.n_population)]
     )
-    options = LMOptions(max_steps=config.max_steps, decrement_tol=config.decrement_tol)
+    options = LMOptions(
+        max_steps=config.max_steps,
+        decrement_tol=config.decrement_tol,
+        decrement_tol_relative=config.decrement_tol_relative,
+    )
     compile_s, _, fit, compiled = compile_and_time(
         lambda x, d, o: fit_one(x, d, spec, o), x0, objective_data, options
     )

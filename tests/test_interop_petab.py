@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from twin import TwinInputError
 from twin.assays import MEASURED_VARIABLES, AssayNoise
 from twin.calibrate import (
     CalibrationConfig,
@@ -104,3 +105,11 @@ def test_amici_benchmark_without_amici_says_what_is_missing(repo_root, tmp_path,
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(message), lines
+
+
+@pytest.mark.parametrize("key", ["fit_noise", "fit_donor_sd"])
+def test_export_refuses_sds_re_estimated_between_fits(example, tmp_path, key):
+    config = CalibrationConfig(**{key: True})
+    with pytest.raises(TwinInputError, match=f"fit.{key}=true: the PEtab problem holds"):
+        export_petab(example, tmp_path, config, model_parameters=default_parameters())
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -97,6 +97,12 @@ def export_petab(
     ``bound_sds``: estimation bounds, this many prior SDs either side of the prior mean (PEtab
     requires bounds; the twin's fit has none).
     """
+    for key in ("fit_noise", "fit_donor_sd"):
+        if getattr(config, key):  # PEtab v1 has no place for SDs re-estimated between fits
+            raise TwinInputError(
+                f"fit.{key}=true: the PEtab problem holds the noise and donor SDs fixed "
+                "(noise.*, fit.donor_sd); export without it"
+            )
     run_ids = tuple(data.run_ids)
     if data.measurements.empty:
         raise TwinInputError("the run data has no measurements: nothing to calibrate against")
