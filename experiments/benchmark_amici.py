@@ -129,11 +129,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     x0 = jnp.concatenate(
         [objective_data.prior.mean(layout), jnp.zeros(layout.size - layout.n_population)]
     )
-    options = LMOptions(
-        max_steps=config.max_steps,
-        decrement_tol=config.decrement_tol,
-        decrement_tol_relative=config.decrement_tol_relative,
-    )
+    options = LMOptions.from_config(config)
     compile_s, _, fit, compiled = compile_and_time(
         lambda x, d, o: fit_one(x, d, spec, o), x0, objective_data, options
     )

@@ -181,7 +181,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     }
 
     # --- ours: Levenberg-Marquardt with the structured Jacobian, runs over all devices -----
-    options = LMOptions(max_steps=config.max_steps, decrement_tol=config.decrement_tol)
+    options = LMOptions.from_config(config)
     devices = run_devices(0, problem.arrays.n_runs)
     specs = {"all_devices": dataclasses.replace(spec, devices=devices), "one_device": spec}
     fits, ours = {}, {}

@@ -148,11 +148,7 @@ def _calibrate_one(
     devices = run_devices(config.devices, problem.arrays.n_runs)
     spec = ModelSpec(layout, structure, solver, config.failure_residual, devices, config.likelihood)
     prior = make_prior(model_parameters, layout, config.donor_sds())
-    options = LMOptions(
-        max_steps=config.max_steps,
-        decrement_tol=config.decrement_tol,
-        decrement_tol_relative=config.decrement_tol_relative,
-    )
+    options = LMOptions.from_config(config)
     noise_sd = np.array([noise.sd(v) for v in MEASURED_VARIABLES])
     objective_data = ObjectiveData(problem.arrays, prior, noise_sd)
     log.info(

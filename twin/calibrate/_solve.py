@@ -32,6 +32,7 @@ from jaxtyping import Array, Bool, Float, Int
 from tqdm import tqdm
 
 from ._checkpoint import checkpointed, fingerprint
+from ._config import CalibrationConfig
 from ._model import (
     ModelSpec,
     ObjectiveData,
@@ -57,6 +58,15 @@ class LMOptions(eqx.Module):
     decrement_tol: float = 1.0e-4
     initial_damping: float = 1.0
     decrement_tol_relative: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: CalibrationConfig) -> LMOptions:
+        """The loop settings a calibration config (``fit.*``) asks for."""
+        return cls(
+            max_steps=config.max_steps,
+            decrement_tol=config.decrement_tol,
+            decrement_tol_relative=config.decrement_tol_relative,
+        )
 
     def threshold(self, r: Float[Array, " residuals"]) -> Float[Array, ""]:
         """The decrement below which a fit at residuals ``r`` has converged."""
