@@ -546,7 +546,7 @@ def test_structure_selection_ranks_candidates_and_keeps_the_winner(virtual, tmp_
     config = dataclasses.replace(
         CONFIG,
         n_starts=1,
-        select=["default", "decline=gaussian,lactate_toxicity_exponent=3"],
+        select=["default", "decline=gaussian,lactate_toxicity_exponent=2"],
         discrepancy=DiscrepancySettings(horizons_h=(48.0,), n_draws=16),
     )
     result = calibrate(data, config, progress=False)

@@ -102,6 +102,30 @@ def test_rules_hold_numbers_and_conditions_hold_no_piecewise(exported):
     )
 
 
+def test_no_switch_sits_at_zero(exported):
+    """AMICI turns every comparison into a switching function; one that compares with 0
+    sits on a value the state holds exactly (lactate in fresh medium, transduced cells
+    before the transduction), which CVODES never sees flip: AMICI then stayed on the floored
+    branch (no lactate effects at all) or stopped. The guards switch just below 0 instead."""
+    model = exported.document.getModel()
+
+    def zero_comparisons(node) -> list[str]:
+        found = []
+        if node.isRelational() and any(
+            node.getChild(i).isNumber() and node.getChild(i).getValue() == 0
+            for i in range(node.getNumChildren())
+        ):
+            found.append(libsbml.formulaToL3String(node))
+        for i in range(node.getNumChildren()):
+            found += zero_comparisons(node.getChild(i))
+        return found
+
+    switches = [hit for rule in model.getListOfRules() for hit in zero_comparisons(rule.getMath())]
+    assert switches == []
+    formulas = " ".join(libsbml.formulaToL3String(r.getMath()) for r in model.getListOfRules())
+    assert ">= lactate_mM" in formulas  # the lactate guard is there, switching below 0
+
+
 def test_rates_in_roadrunner_equal_the_vector_field(exported):
     """At random states, roadrunner's rate rules equal ``culture_vector_field`` to rounding."""
     rr = load_roadrunner(exported.to_string(), rtol=1e-8, atol=1e-10)

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 from jax.scipy.special import log_ndtr, ndtri
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .kinetics import non_negative
+
 # variable -> (scale, floor). Floors are in the variable's own unit.
 ASSAY_SCALES: dict[str, tuple[str, float]] = {
     "viable_cells": ("log", 1.0e4),
@@ -188,7 +190,7 @@ def to_assay_scale(variable: str, value: Float[Array, "*shape"]) -> Float[Array,
     """Map a value (natural units) to the assay's Gaussian scale."""
     scale, floor = ASSAY_SCALES[variable]
     if scale == "log":
-        return jnp.log(jnp.maximum(value, 0.0) + floor)
+        return jnp.log(non_negative(value) + floor)  # round-off below 0 reads as 0
     # lax.clamp, not jnp.clip (a min of a max): it exports to SBML as one flat piecewise,
     # which AMICI can parse (it rejects a piecewise inside another's condition).
     value = jnp.asarray(value, jnp.result_type(value, float))

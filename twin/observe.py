@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .kinetics import CELLS_PER_UNIT, TU_PER_UNIT, CultureState
+from .kinetics import CELLS_PER_UNIT, TU_PER_UNIT, CultureState, smallest_normal
 
 OBSERVABLES: dict[str, str] = {
     "viable_cells": "cells",
@@ -31,13 +31,12 @@ OBSERVABLES: dict[str, str] = {
 
 
 def _safe_ratio(num, den):
-    """num / den, with 0 / 0 = 0 (an empty culture); NaN (after the schedule's end) stays NaN.
-
-    The guard adds 1 to an empty denominator rather than selecting 1: exported to SBML, a
-    selected denominator folds into a piecewise of the ratio, whose 1/0 a simulator evaluating
-    both branches (AMICI) meets."""
-    empty = den == 0
-    return jnp.where(empty, 0.0, num / (den + jnp.where(empty, 1.0, 0.0)))
+    """num / den, with 0 / 0 = 0 (an empty culture, no transduced cells yet); NaN (after the
+    schedule's end) stays NaN. A branch-free guard (:func:`twin.kinetics.smallest_normal`):
+    ``den`` + the smallest normal number equals ``den`` for every denominator the twin
+    meets. The ratios' gradients are never taken where ``den`` is 0 (the assays' ratios have
+    the viable count below, which a seeded culture keeps above 0)."""
+    return num / (den + smallest_normal(den))
 
 
 def copy_counts(state: CultureState) -> Float[Array, " copies"]:

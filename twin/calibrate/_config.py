@@ -26,6 +26,7 @@ _DEFAULT_FITTED = (
     "density_half_cells_per_mL",
     "lactate_inhibition_mM",
     "starvation_death_rate_per_h",
+    "lactate_death_rate_per_h",
 )
 _DEFAULT_DONOR_LEVEL = (
     "max_growth_rate_per_h",

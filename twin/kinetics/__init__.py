@@ -16,6 +16,8 @@ from ._state import (
     CultureState as CultureState,
     ModelStructure as ModelStructure,
     empty_state as empty_state,
+    non_negative as non_negative,
+    smallest_normal as smallest_normal,
 )
 from ._vector_field import (
     culture_vector_field as culture_vector_field,

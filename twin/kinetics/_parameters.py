@@ -88,7 +88,7 @@ PARAMETER_TABLE: tuple[ParameterSpec, ...] = (
                   "extra death rate under glucose starvation",
                   "lit. 0.083 1/h below 0.05 mg/mL glucose (ambr15 model, Univ. Manchester 2023)"),
     ParameterSpec("starvation_glucose_mM", 0.28, "mM", "log", 0.5,
-                  "glucose below which starvation death sets in (Hill 4)",
+                  "glucose at which starvation death is half-maximal (Hill, see structure)",
                   "lit. 0.05 mg/mL = 0.28 mM (ambr15 model, Univ. Manchester 2023)"),
     ParameterSpec("lysis_rate_per_h", 0.02, "1/h", "log", 0.5,
                   "rate at which dead cells lyse (and stop counting as non-viable)",

@@ -33,6 +33,21 @@ CELLS_PER_UNIT = 1.0e6  # state cell counts are in millions
 TU_PER_UNIT = 1.0e6  # state vector amounts are in millions of transducing units
 
 
+def smallest_normal(x) -> float:
+    """The smallest normal number of ``x``'s floating dtype: it vanishes next to anything the
+    twin holds, so guards built on it leave values unchanged (:func:`non_negative`)."""
+    return float(jnp.finfo(jnp.result_type(x, float)).tiny)
+
+
+def non_negative(x):
+    """``x`` with negative values (solver round-off) floored at the smallest normal number
+    below 0 rather than at 0 itself. Exported to SBML, the floor is a switching function of
+    root-finding simulators (AMICI), and ``x`` is exactly 0 at the start (lactate in fresh
+    medium) or for hours (no transduced cells before the transduction): a switch exactly at
+    0 is never seen to flip there, leaving the simulator on the floored branch for good."""
+    return jnp.maximum(x, -smallest_normal(x))
+
+
 class DeclineForm(enum.StrEnum):
     """How the division rate of activated cells declines with time since activation ``a``
     (``T`` = ``growth_decline_time_h``, ``n`` = ``ModelStructure.decline_exponent``). Weibull
@@ -71,7 +86,10 @@ class ModelStructure:
     - ``decline``, ``decline_exponent``: the growth-decline form with culture age (default
       Weibull, whose fitted shape nests the earlier exponential default).
     - ``lactate_inhibition_exponent``, ``lactate_toxicity_exponent``: Hill exponents of lactate
-      inhibition of growth and of lactate toxicity (3: a sharper, cubic threshold).
+      inhibition of growth and of lactate toxicity (default 3 for toxicity: a cubic threshold,
+      chosen on the bench together with a fitted ``lactate_death_rate_per_h``).
+    - ``starvation_exponent``: Hill exponent of starvation death in glucose (lower: death
+      already well above ``starvation_glucose_mM``, a softer threshold).
     - ``density``, ``density_exponent``: density limitation of growth.
     - ``uptake``: what growth-associated glucose uptake follows.
     """
@@ -81,7 +99,8 @@ class ModelStructure:
     decline: DeclineForm = DeclineForm.weibull
     decline_exponent: float = 2.0
     lactate_inhibition_exponent: float = 2.0
-    lactate_toxicity_exponent: float = 2.0
+    lactate_toxicity_exponent: float = 3.0
+    starvation_exponent: float = 4.0
     density: DensityForm = DensityForm.hill
     density_exponent: float = 2.0
     uptake: UptakeCoupling = UptakeCoupling.growth
@@ -133,6 +152,7 @@ _EXPONENTS = (
     "decline_exponent",
     "lactate_inhibition_exponent",
     "lactate_toxicity_exponent",
+    "starvation_exponent",
     "density_exponent",
 )
 

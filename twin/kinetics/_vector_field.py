@@ -19,6 +19,8 @@ from ._state import (
     DensityForm,
     ModelStructure,
     UptakeCoupling,
+    non_negative,
+    smallest_normal,
 )
 
 _DEFAULT = ModelStructure()
@@ -36,19 +38,18 @@ def age_decline(
     age_h: Float[Array, ""], p: KineticParameters, structure: ModelStructure
 ) -> Float[Array, ""]:
     """Factor (1 at activation) by which the division rate declines with culture age."""
-    scaled = jnp.maximum(age_h, 0.0) / p.growth_decline_time_h
+    scaled = age_h / p.growth_decline_time_h  # the clock never runs backwards: age_h >= 0
     if structure.decline is DeclineForm.hill:
         return 1.0 / (1.0 + scaled**structure.decline_exponent)
     if structure.decline is DeclineForm.gaussian:
         return jnp.exp(-(scaled**2))
     if structure.decline is DeclineForm.weibull:
-        # At age 0 the power is taken of 1, not 0, so the gradient in k (s^k log s) is finite.
-        # 1 is added rather than selected: exported to SBML, a selected base folds into a
-        # piecewise of the power, whose 0^(k-1) a simulator evaluating both branches
-        # (AMICI's Heaviside form) meets at age 0.
-        started = scaled > 0
-        powered = (scaled + jnp.where(started, 0.0, 1.0)) ** p.growth_decline_shape
-        return jnp.where(started, jnp.exp(-powered), 1.0)
+        # The smallest normal number added to the base (twin.kinetics.smallest_normal) keeps
+        # the gradient in k (s^k log s) finite at age 0 and the value exact (exp(-tiny^k) = 1)
+        # without a branch, which a simulator running the exported SBML would evaluate as
+        # 0^(k-1) or switch on at the activation.
+        powered = (scaled + smallest_normal(scaled)) ** p.growth_decline_shape
+        return jnp.exp(-powered)
     return jnp.exp(-scaled)
 
 
@@ -64,7 +65,7 @@ def density_limit(
 
 
 def glucose_saturation(state: CultureState, p: KineticParameters) -> Float[Array, ""]:
-    glucose = jnp.maximum(state.glucose_mM, 0.0)
+    glucose = non_negative(state.glucose_mM)
     return glucose / (p.glucose_monod_mM + glucose)
 
 
@@ -72,9 +73,9 @@ def growth_rate_per_h(
     state: CultureState, p: KineticParameters, structure: ModelStructure = _DEFAULT
 ) -> Float[Array, ""]:
     """Specific division rate of activated cells (1/h)."""
-    lactate = jnp.maximum(state.lactate_mM, 0.0)
-    il2 = jnp.maximum(state.il2_IU_per_mL, 0.0)
-    density = CELLS_PER_UNIT * jnp.maximum(state.viable, 0.0) / state.volume_ml
+    lactate = non_negative(state.lactate_mM)
+    il2 = non_negative(state.il2_IU_per_mL)
+    density = CELLS_PER_UNIT * non_negative(state.viable) / state.volume_ml
     f_age = age_decline(state.time_since_activation_h, p, structure)
     f_lactate = hill_inhibition(
         lactate, p.lactate_inhibition_mM, structure.lactate_inhibition_exponent
@@ -91,12 +92,12 @@ def death_rate_per_h(
     state: CultureState, p: KineticParameters, structure: ModelStructure = _DEFAULT
 ) -> Float[Array, ""]:
     """Specific death rate of viable cells (1/h): baseline + lactate toxicity + starvation."""
-    glucose = jnp.maximum(state.glucose_mM, 0.0)
-    lactate = jnp.maximum(state.lactate_mM, 0.0)
+    glucose = non_negative(state.glucose_mM)
+    lactate = non_negative(state.lactate_mM)
     toxicity = 1.0 - hill_inhibition(
         lactate, p.lactate_toxicity_mM, structure.lactate_toxicity_exponent
     )
-    starvation = hill_inhibition(glucose, p.starvation_glucose_mM, 4)
+    starvation = hill_inhibition(glucose, p.starvation_glucose_mM, structure.starvation_exponent)
     return (
         p.base_death_rate_per_h
         + p.lactate_death_rate_per_h * toxicity
@@ -153,7 +154,7 @@ def culture_vector_field(
     )
 
     viable = activated + non_activated
-    glucose = jnp.maximum(state.glucose_mM, 0.0)
+    glucose = non_negative(state.glucose_mM)
     maintenance = (
         p.glucose_maintenance_pmol_per_cell_h * glucose / (MAINTENANCE_GLUCOSE_HALF_mM + glucose)
     )
@@ -166,7 +167,7 @@ def culture_vector_field(
     glucose_uptake_mM_per_h = (
         uptake_activated * activated + uptake_resting * non_activated
     ) / state.volume_ml
-    il2 = jnp.maximum(state.il2_IU_per_mL, 0.0)
+    il2 = non_negative(state.il2_IU_per_mL)
     il2_uptake = (
         p.il2_uptake_IU_per_cell_h
         * CELLS_PER_UNIT
