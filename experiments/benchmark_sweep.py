@@ -3,12 +3,19 @@
     python experiments/benchmark_sweep.py                       # all parts, this machine
     python experiments/benchmark_sweep.py --part speed --points 4096 --loop-points 64
     python experiments/benchmark_sweep.py --part memory --memory-points 1000 10000 100000
+    python experiments/benchmark_sweep.py --part loops --points 4096
 
 Parts (each timed in the same run, machine named in the output):
 
 - ``speed``: ``twin.sweep`` chunks (``jit(vmap)`` split over every local device, one XLA CPU
   device per core) against a plain Python loop calling one jitted single-point solve per
   point, on the same design; compile times reported apart.
+- ``loops``: the two solver loops of :class:`twin.simulate.SolverSettings` (``segments``:
+  lockstep segment by segment; ``events``: each run crosses its own events) on one design with
+  MOI, seed cells, harvest time and two donor parameters varied per point: points per second
+  (interleaved repeats, best and median), the lockstep efficiency of a chunk (mean accepted
+  steps per run / step iterations the batch executes) and the largest relative difference of
+  the harvest outcomes between the loops.
 - ``memory``: peak resident memory (``ru_maxrss``) of whole ``experiments/sweep.py`` runs in
   fresh processes at growing ``sweep.n_points`` with one fixed chunk size, and of the sweep
   machinery alone (design, store, chunk loop, commit markers) with a closed-form stand-in for
@@ -100,6 +107,59 @@ print(time.perf_counter() - t0)
 """
 
 
+LOOPS_SPACE = {
+    "moi": [1, 10],
+    "seed_cells": [5e7, 2e8],
+    "harvest_time_h": [192, 264],
+    "max_growth_rate_per_h": [0.02, 0.05],
+    "base_death_rate_per_h": [0.002, 0.02],
+}
+
+
+def loops(n_points: int, chunk_size: int, repeats: int) -> dict:
+    from twin.kinetics import default_parameters
+    from twin.process import Downstream, Recipe
+    from twin.simulate import SolverSettings, lockstep_efficiency
+    from twin.sweep import SweepModel, chunk_function, design_blocks, sweep_space
+    from twin.sweep._evaluate import point_trajectory
+
+    space = sweep_space(LOOPS_SPACE)
+    (_, _, x), *_ = design_blocks(space, "sobol", n_points, 0, 0, n_points, n_points)
+    params = default_parameters()
+    devices = jax.local_device_count()
+    out: dict = {"devices": devices, "chunk_size": chunk_size, "points": n_points}
+    evaluate, results = {}, {}
+    for loop in ("segments", "events"):
+        model = SweepModel(space, Recipe(), Downstream(), solver=SolverSettings(loop=loop))
+        evaluate[loop] = chunk_function(model, devices, False, chunk_size)
+        t0 = time.perf_counter()
+        evaluate[loop](x[:chunk_size], params)
+        out[f"{loop}_compile_s"] = round(time.perf_counter() - t0, 1)
+        steps = jax.jit(jax.vmap(lambda xi, m=model: point_trajectory(xi, params, m)[0]))
+        trajectories = steps(x[:chunk_size])
+        out[f"{loop}_lockstep_efficiency"] = round(lockstep_efficiency(trajectories, loop), 3)
+        out[f"{loop}_mean_accepted_steps"] = round(float(np.mean(trajectories.accepted_steps)), 1)
+    times: dict = {loop: [] for loop in evaluate}
+    for _ in range(repeats):  # interleaved, so both see the same machine load
+        for loop, f in evaluate.items():
+            t0 = time.perf_counter()
+            results[loop] = [
+                f(x[a : a + chunk_size], params) for a in range(0, n_points, chunk_size)
+            ]
+            times[loop].append(time.perf_counter() - t0)
+    for loop, ts in times.items():
+        out[f"{loop}_points_per_s_best"] = round(n_points / min(ts), 1)
+        out[f"{loop}_points_per_s_median"] = round(n_points / float(np.median(ts)), 1)
+    out["events_over_segments_speed"] = round(min(times["segments"]) / min(times["events"]), 3)
+    worst = 0.0
+    for name in ("viable_car_pos_cells", "viability", "car_pos_fraction"):
+        a = np.concatenate([r[name] for r in results["segments"]])
+        b = np.concatenate([r[name] for r in results["events"]])
+        worst = max(worst, float(np.nanmax(np.abs(a - b) / np.abs(a))))
+    out["max_relative_difference_events_vs_segments"] = worst
+    return out
+
+
 def _child_peak_mb(command: list[str], env: dict) -> tuple[float, float, str]:
     """Peak RSS (MiB) and wall time of one child process (``ru_maxrss`` of a fresh
     ``wait4``, so earlier children do not count)."""
@@ -152,7 +212,8 @@ def memory(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["speed", "memory", "all"], default="all")
+    parser.add_argument("--part", choices=["speed", "loops", "memory", "all"], default="all")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--points", type=int, default=4096)
     parser.add_argument("--loop-points", type=int, default=64)
     parser.add_argument("--chunk-size", type=int, default=1024)
@@ -177,6 +238,9 @@ def main() -> None:
     if args.part in ("speed", "all"):
         result["speed"] = speed(args.points, args.loop_points, args.chunk_size)
         print(json.dumps(result["speed"], indent=2), flush=True)
+    if args.part in ("loops", "all"):
+        result["loops"] = loops(args.points, args.chunk_size, args.repeats)
+        print(json.dumps(result["loops"], indent=2), flush=True)
     if args.part in ("memory", "all"):
         with tempfile.TemporaryDirectory() as work:
             result["memory"] = memory(

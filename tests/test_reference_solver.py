@@ -6,6 +6,8 @@ before the events at t; t = 0 is the freshly seeded culture; after the end: NaN)
 solver are written here from the documentation.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,13 +134,27 @@ def reference():
     return ReferenceSolver(STRUCTURE)
 
 
-@pytest.fixture(scope="module", params=list(CASES))
-def case(request, reference):
-    recipe, params = CASES[request.param]
-    schedule = pad_schedule(recipe.schedule(), N_SLOTS)
-    trajectory = simulate(params, schedule, jnp.asarray(SAVE_TIMES), STRUCTURE, TIGHT)
-    saved, end = reference.run(params, schedule, SAVE_TIMES)
-    return request.param, recipe, trajectory, saved, end
+@pytest.fixture(scope="module")
+def reference_runs(reference):
+    """The reference solve of each case, computed once for both solver loops."""
+    runs = {}
+    for name, (recipe, params) in CASES.items():
+        schedule = pad_schedule(recipe.schedule(), N_SLOTS)
+        runs[name] = (schedule, *reference.run(params, schedule, SAVE_TIMES))
+    return runs
+
+
+# Both loops of SolverSettings: per segment (lockstep under vmap) and per run (twin._event_loop).
+@pytest.fixture(
+    scope="module", params=[(c, loop) for c in CASES for loop in ("segments", "events")], ids=str
+)
+def case(request, reference_runs):
+    name, loop = request.param
+    recipe, params = CASES[name]
+    schedule, saved, end = reference_runs[name]
+    solver = dataclasses.replace(TIGHT, loop=loop)
+    trajectory = simulate(params, schedule, jnp.asarray(SAVE_TIMES), STRUCTURE, solver)
+    return name, recipe, trajectory, saved, end
 
 
 def assert_close(actual, expected, what):
@@ -171,7 +187,9 @@ def test_observables_at_save_times_match_reference(case):
         assert np.all(np.isnan(np.asarray(leaf)[beyond])), jax.tree_util.keystr(path)
 
 
-@pytest.mark.parametrize("case", ["other"], indirect=True)  # its last save time is after the end
+@pytest.mark.parametrize(
+    "case", [("other", "segments"), ("other", "events")], indirect=True
+)  # its last save time is after the end
 def test_observables_after_the_end_are_nan(case):
     _, recipe, trajectory, _, _ = case
     beyond = recipe.harvest_time_h < SAVE_TIMES

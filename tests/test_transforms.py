@@ -244,6 +244,12 @@ def test_padding_does_not_change_the_result():
     plain = simulate(params, schedule, SAVE_TIMES, STRUCTURE, TIGHT)
     longer = simulate(params, padded, SAVE_TIMES, STRUCTURE, TIGHT)
     assert bool(plain.success) and bool(longer.success)
+    # Step attempts are counted per slot: padding adds (empty) slots to that count.
+    np.testing.assert_array_equal(longer.step_attempts[plain.step_attempts.size :], 0)
+    plain, longer = (
+        eqx.tree_at(lambda t: t.step_attempts, t, replace=jnp.zeros(0, int))
+        for t in (plain, longer)
+    )
     assert tree_allclose(plain, longer, rtol=1e-12, atol=1e-12)
 
 

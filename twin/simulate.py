@@ -19,6 +19,10 @@ Output convention (RUN_DATA.md): the state saved at time ``t`` is the culture *j
 event at ``t`` (so a measurement at harvest describes the culture before harvest), except at
 ``t = 0``, which shows the freshly seeded culture. Save times after the schedule's end are NaN.
 
+``SolverSettings(loop="events")`` swaps the scan of ``diffeqsolve`` calls for one adaptive
+loop per run that crosses its own events (:mod:`twin._event_loop`): same method, step
+acceptance, outputs and failure semantics, without the per-segment lockstep of a ``vmap`` batch.
+
 Failures are data (diffrax's style): each run carries a :class:`SolveResult` (``successful``,
 ``max_steps_reached``, ``nonfinite_state``, ...), the first failing segment's. A failed solve is
 never continued from where it stopped: later segments are given zero length (so a failed run
@@ -36,8 +40,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Int
 
+from ._event_loop import solve_slots
 from ._tsit5 import StackedTsit5
 from .kinetics import (
     CultureState,
@@ -70,6 +75,11 @@ class SolverSettings:
       or ``"kvaerno5"`` (implicit, for stiff parameter regions).
     - ``adjoint``: ``"recursive"`` (reverse mode, for ``grad``) or ``"forward"`` (for
       ``jacfwd``, usually faster for tens of parameters).
+    - ``loop``: ``"segments"`` (one ``diffeqsolve`` per slot between events and saves: under
+      ``vmap`` a batch steps in lockstep, segment by segment, at its slowest run's pace) or
+      ``"events"`` (:mod:`twin._event_loop`: one adaptive loop per run that crosses its own
+      events, so a batch takes as many steps as its longest run). Same method and step
+      acceptance; answers agree to the tolerances.
     """
 
     rtol: float = 1e-6
@@ -77,6 +87,7 @@ class SolverSettings:
     max_steps: int = 4096
     solver: str = "tsit5"
     adjoint: str = "recursive"
+    loop: str = "segments"
 
     def __post_init__(self):
         if not (0 < self.rtol < 1 and self.atol > 0):
@@ -87,6 +98,8 @@ class SolverSettings:
             raise ValueError(f"solver must be one of {sorted(_SOLVERS)}, got {self.solver!r}")
         if self.adjoint not in ("recursive", "forward"):
             raise ValueError(f"adjoint must be 'recursive' or 'forward', got {self.adjoint!r}")
+        if self.loop not in ("segments", "events"):
+            raise ValueError(f"loop must be 'segments' or 'events', got {self.loop!r}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
 
@@ -138,12 +151,17 @@ class Trajectory(eqx.Module):
       failed.
     - ``result``: a :class:`SolveResult`, the first failure of any segment (read it with
       :func:`result_names` or ``SolveResult[result]``).
+    - ``accepted_steps``: accepted solver steps over the whole run.
+    - ``step_attempts``: step attempts (accepted and rejected) per slot of the solve (saves
+      and events merged in time order): what :func:`lockstep_efficiency` reads.
     """
 
     time_h: Float[Array, " times"]
     states: CultureState
     end_state: CultureState
     result: SolveResult
+    accepted_steps: Int[Array, ""]
+    step_attempts: Int[Array, " slots"]
 
     @property
     def success(self) -> Bool[Array, ""]:
@@ -209,6 +227,8 @@ def _breakpoints(schedule: Schedule, save_times_h: Float[Array, " times"]):
 
 @eqx.filter_jit
 def _simulate(params, schedule, save_times_h, structure, solver) -> Trajectory:
+    if solver.loop == "events":
+        return _simulate_event_loop(params, schedule, save_times_h, structure, solver)
     time_h, operations, events, save_slot = _breakpoints(schedule, save_times_h)
     next_time_h = jnp.concatenate([time_h[1:], time_h[-1:]])
     term = diffrax.ODETerm(functools.partial(culture_vector_field, structure=structure))
@@ -250,25 +270,87 @@ def _simulate(params, schedule, save_times_h, structure, solver) -> Trajectory:
         steps = solution.stats["num_accepted_steps"]
         # Not differentiated: where the steps fall is the controller's choice, not the model's.
         dt_h = jax.lax.stop_gradient(jnp.where(steps > 0, (t1 - t0) / jnp.maximum(steps, 1), dt_h))
-        return (state, result, dt_h), entry
+        return (state, result, dt_h), (entry, steps, solution.stats["num_steps"])
 
-    (end_state, result, _), (entries, entry_ok) = jax.lax.scan(
+    (end_state, result, _), ((entries, entry_ok), accepted, attempts) = jax.lax.scan(
         slot,
         # 0.01 h: a first guess for the first segment only (the controller corrects it); later
         # segments start from the previous one's mean step.
         (_empty_state(structure), SolveResult.successful, jnp.asarray(0.01)),
         (operations, time_h, next_time_h, events),
     )
-    missing = (save_times_h > schedule.time_h[-1]) | ~entry_ok[save_slot]
+    saved = jax.tree.map(lambda x: x[save_slot], entries)
+    # Slot i's segment ends at slot i + 1: attempts indexed by the slot they integrate up to,
+    # as the event loop counts them.
+    attempts = jnp.concatenate([jnp.zeros(1, attempts.dtype), attempts[:-1]])
+    return _trajectory(
+        save_times_h,
+        schedule,
+        saved,
+        entry_ok[save_slot],
+        end_state,
+        result,
+        accepted.sum(),
+        attempts,
+    )
 
-    def saved(x):
-        x = x[save_slot]
+
+def _trajectory(save_times_h, schedule, saved, saved_ok, end_state, result, accepted, attempts):
+    """The :class:`Trajectory`, NaN where a save was not reached or the solve failed."""
+    missing = (save_times_h > schedule.time_h[-1]) | ~saved_ok
+
+    def masked(x):
         return jnp.where(missing.reshape(missing.shape + (1,) * (x.ndim - 1)), jnp.nan, x)
 
-    states = jax.tree.map(saved, entries)
+    states = jax.tree.map(masked, saved)
     failed = result != SolveResult.successful
     end_state = jax.tree.map(lambda x: jnp.where(failed, jnp.nan, x), end_state)
-    return Trajectory(time_h=save_times_h, states=states, end_state=end_state, result=result)
+    return Trajectory(
+        time_h=save_times_h,
+        states=states,
+        end_state=end_state,
+        result=result,
+        accepted_steps=accepted,
+        step_attempts=attempts,
+    )
+
+
+def _simulate_event_loop(params, schedule, save_times_h, structure, solver) -> Trajectory:
+    time_h, operations, events, save_slot = _breakpoints(schedule, save_times_h)
+    term = diffrax.ODETerm(functools.partial(culture_vector_field, structure=structure))
+    saved, saved_ok, end_state, result, accepted, attempts = solve_slots(
+        term,
+        solver.make_solver(),
+        diffrax.PIDController(rtol=solver.rtol, atol=solver.atol),
+        params,
+        _empty_state(structure),
+        time_h,
+        operations,
+        events,
+        save_slot,
+        jnp.asarray(0.01),  # a first guess only: the controller corrects it
+        solver.max_steps,
+        solver.adjoint == "recursive",
+        SolveResult,
+    )
+    return _trajectory(
+        save_times_h, schedule, saved, saved_ok, end_state, result, accepted, attempts
+    )
+
+
+def lockstep_efficiency(trajectories: Trajectory, loop: str) -> float:
+    """Mean accepted steps per run / step iterations a ``vmap`` batch of these runs executes.
+
+    A batch executes, with ``loop="segments"``, the sum over slots of the most attempts any
+    run makes in that slot; with ``loop="events"``, the most attempts any run makes in all.
+    1 means no run ever waits for another (and no step is rejected).
+    """
+    attempts = np.asarray(trajectories.step_attempts).reshape(
+        -1, trajectories.step_attempts.shape[-1]
+    )
+    # segments: the slots one after the other, each at its slowest run's pace.
+    executed = attempts.max(axis=0).sum() if loop == "segments" else attempts.sum(axis=1).max()
+    return float(np.mean(np.asarray(trajectories.accepted_steps)) / max(executed, 1))
 
 
 def simulate_batch(

@@ -64,8 +64,8 @@ class SweepModel:
     solver: SolverSettings = SolverSettings()
 
 
-def point_solution(x: Float[Array, " d"], params: KineticParameters, model: SweepModel):
-    """Simulate one point: ``(end state, state at transduction, solver success, MOI)``."""
+def point_trajectory(x: Float[Array, " d"], params: KineticParameters, model: SweepModel):
+    """Simulate one point: ``(trajectory saved at transduction, recipe values)``."""
     values = recipe_values(model.recipe)
     swept = dict(zip(model.space.names, x, strict=True))
     for name, value in swept.items():
@@ -79,6 +79,12 @@ def point_solution(x: Float[Array, " d"], params: KineticParameters, model: Swee
     trajectory = simulate(
         params, schedule, transduction_h.reshape(1), model.structure, model.solver
     )
+    return trajectory, values
+
+
+def point_solution(x: Float[Array, " d"], params: KineticParameters, model: SweepModel):
+    """Simulate one point: ``(end state, state at transduction, solver success, MOI)``."""
+    trajectory, values = point_trajectory(x, params, model)
     at_transduction = jax.tree.map(lambda leaf: leaf[0], trajectory.states)
     return trajectory.end_state, at_transduction, trajectory.success, values["moi"]
 
