@@ -18,6 +18,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import twin
+import twin.config  # registers the config schemas the yaml files start from
 from twin import TwinInputError
 from twin.optimize import (
     DonorPopulation,
@@ -83,6 +84,18 @@ def test_covered_ranges_of_the_example_data(example):
     # A subset of runs covers less.
     first = covered_ranges(example, ["R001"])
     assert first["moi"][0] == first["moi"][1] and first["harvest_time_h"] == (168.0, 168.0)
+
+
+def test_python_defaults_are_the_config_files():
+    """``OptimizeConfig()`` from Python and ``configs/optimize.yaml`` search alike."""
+    from omegaconf import OmegaConf
+
+    from twin.optimize import OptimizeConfig
+
+    from_yaml = OmegaConf.to_object(_cfg().optimize)
+    for field in dataclasses.fields(OptimizeConfig):
+        if field.name not in ("decisions", "donor_sd"):  # maps: empty in Python (docstring)
+            assert getattr(OptimizeConfig(), field.name) == getattr(from_yaml, field.name), field
 
 
 def test_restrict_narrows_boxes_and_holds_uncovered_decisions(example):

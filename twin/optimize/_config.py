@@ -23,12 +23,16 @@ class DecisionBounds:
 
 @dataclasses.dataclass
 class OptimizeConfig:
-    """Robust recipe optimization settings (see ``configs/optimize.yaml`` for the meaning)."""
+    """Robust recipe optimization settings (see ``configs/optimize.yaml`` for the meaning).
+
+    The defaults are the yaml's (a test keeps them equal), except the maps ``decisions`` and
+    ``donor_sd``, empty here: from Python, say what to move and how donors vary.
+    """
 
     objective: str = "p_conforming"
     temperature: float = 0.2
     decisions: dict[str, DecisionBounds] = dataclasses.field(default_factory=dict)
-    trust_radius: float | None = None
+    trust_radius: float | None = 0.5
     max_vector_TU_ratio: float | None = 1.0
     data_ranges: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     data_dir: str | None = None
@@ -36,13 +40,15 @@ class OptimizeConfig:
     donor_sd: dict[str, float] = dataclasses.field(default_factory=dict)
     seed: int = 0
     n_donors: int = 16
-    n_eval_donors: int = 256
-    starts: int = 3
-    screen_points: int = 64
-    steps: int = 20
+    n_eval_donors: int = 512
+    starts: int = 4
+    screen_points: int = 256
+    steps: int = 60
     learning_rate: float = 0.2
-    pareto_cost_weights: list[float] = dataclasses.field(default_factory=list)
-    pareto_steps: int = 10
+    pareto_cost_weights: list[float] = dataclasses.field(
+        default_factory=lambda: [0.0, 0.1, 0.3, 1.0, 3.0]
+    )
+    pareto_steps: int = 15
     n_bootstrap: int = 2000
     prices: Prices = dataclasses.field(default_factory=Prices)
 
