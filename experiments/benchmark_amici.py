@@ -13,7 +13,8 @@ in their own environment (``amici_python``; docs/benchmarks.md says how to make 
    compile and fit are timed separately, the fit ``repeats`` times (median);
 3. pyPESTO compiles the problem with AMICI, evaluates its objective at the twin's optimum
    (tolerances 1e-10 / 1e-12) and fits from the problem's nominal values (the same start: the
-   prior mean, donor effects 0) with L-BFGS-B and AMICI's forward sensitivities at the twin's
+   prior mean, donor effects 0) with ``amici_optimizer`` (Fides by default; L-BFGS-B stopped
+   where a trial point's simulation failed) and AMICI's forward sensitivities at the twin's
    tolerances;
 4. both objectives are compared on the twin's scale (PEtab's negative log-posterior minus
    :func:`twin.interop.objective_constant`), each re-evaluated at tolerances 1e-10 / 1e-12.
@@ -72,7 +73,14 @@ SCRIPT = Path(__file__).resolve().parent / "pypesto_amici.py"
 TIGHT = SolverSettings(rtol=1e-10, atol=1e-12, max_steps=100_000)
 
 
+OPTIMIZERS = ("fides", "L-BFGS-B")  # experiments/pypesto_amici.py --optimizer
+
+
 def _amici_python(cfg: DictConfig) -> str:
+    if cfg.amici_optimizer not in OPTIMIZERS:
+        raise TwinInputError(
+            f"amici_optimizer={cfg.amici_optimizer!r}: choose from {list(OPTIMIZERS)}"
+        )
     if not cfg.amici_python:
         raise TwinInputError(
             "amici_python: not set; give the python of an environment with amici, pypesto and "
@@ -81,7 +89,14 @@ def _amici_python(cfg: DictConfig) -> str:
     path = resolve_user_path(str(cfg.amici_python))
     try:
         probe = subprocess.run(
-            [str(path), "-c", "import amici, pypesto, petab"], capture_output=True, text=True
+            [
+                str(path),
+                "-c",
+                "import amici, pypesto, petab"
+                + (", fides" if cfg.amici_optimizer == "fides" else ""),
+            ],
+            capture_output=True,
+            text=True,
         )
         last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
     except OSError as error:
@@ -161,7 +176,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     amici_json = out_dir / "pypesto_amici.json"
     command = [amici_python, str(SCRIPT), str(exported.yaml_path), "--point", str(point_path)]
     command += ["--out", str(amici_json), "--fit", f"--rtol={solver.rtol}"]
-    command += [f"--atol={solver.atol}"]
+    command += [f"--atol={solver.atol}", f"--optimizer={cfg.amici_optimizer}"]
     with Clock() as amici_clock:
         done = subprocess.run(command, capture_output=True, text=True)
     (out_dir / "pypesto_amici.log").write_text(done.stdout + done.stderr)

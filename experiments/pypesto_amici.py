@@ -31,6 +31,13 @@ def main() -> None:
     parser.add_argument("--fit", action="store_true", help="also time one pyPESTO fit")
     parser.add_argument("--rtol", type=float, default=1e-6, help="AMICI's rtol in the fit")
     parser.add_argument("--atol", type=float, default=1e-8, help="AMICI's atol in the fit")
+    parser.add_argument(
+        "--optimizer",
+        choices=["L-BFGS-B", "fides"],
+        default="L-BFGS-B",
+        help="scipy's L-BFGS-B, or Fides (trust region; shrinks its region where a "
+        "simulation fails instead of stopping; needs the fides package)",
+    )
     args = parser.parse_args()
 
     import petab.v1 as petab
@@ -74,9 +81,14 @@ def main() -> None:
         result["fit_tolerances"] = {"rtol": args.rtol, "atol": args.atol}
         problem.set_x_guesses([np.asarray(petab_problem.x_nominal_free_scaled)])
         start, cpu = time.perf_counter(), time.process_time()
+        if args.optimizer == "fides":
+            optimizer = pypesto.optimize.FidesOptimizer(verbose=0)
+        else:
+            optimizer = pypesto.optimize.ScipyOptimizer(method="L-BFGS-B")
+        result["fit_optimizer"] = args.optimizer
         fit = pypesto.optimize.minimize(
             problem,
-            optimizer=pypesto.optimize.ScipyOptimizer(method="L-BFGS-B"),
+            optimizer=optimizer,
             n_starts=1,
             progress_bar=False,
         )

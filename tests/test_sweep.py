@@ -28,6 +28,7 @@ from twin.sweep import (
     design_space_region,
     merge_stores,
     open_sweep,
+    plot_design_space,
     response_surface,
     run_sweep,
     sensitivity_indices,
@@ -284,6 +285,20 @@ def test_response_surface_is_the_binned_mean_of_a_known_function(tmp_path):
     region, summary = design_space_region(ds)
     np.testing.assert_array_equal(region.values, ds["moi"].values < 5)
     assert summary["inside"] == 400 and summary["moi"] == [1.0, 4.0]
+
+
+def test_design_space_figure_shows_the_share_meeting_specification_per_bin(tmp_path):
+    """Over every point (not a strided subsample): on a Sobol design, conforming where
+    moi < 5 and failed where moi > 9.5, so per moi bin the share is 1 below 5, 0 above."""
+    run_sweep(tmp_path / "s.zarr", plan_for("sobol", 4096, 4096), synthetic, None, progress=False)
+    ds = open_sweep(tmp_path / "s.zarr")
+    region, summary = design_space_region(ds)
+    fig = plot_design_space(ds, region, "moi", "harvest_time_h", summary["rule"], bins=6)
+    share = np.asarray(fig.axes[0].collections[0].get_array()).reshape(6, 6).T  # (moi, harvest)
+    np.testing.assert_array_equal(share[:2], 1.0)  # moi 1-4: every point conforms
+    np.testing.assert_array_equal(share[3:], 0.0)  # moi 5.5-10: none (failures included)
+    np.testing.assert_allclose(share[2], 2 / 3, atol=0.1)  # moi 4-5.5: conforming below 5
+    assert "max_growth_rate_per_h" in fig.axes[0].get_title()  # what it is marginal over
 
 
 def test_sensitivity_indices_of_a_linear_function_match_the_closed_form(tmp_path):

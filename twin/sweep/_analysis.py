@@ -152,18 +152,28 @@ def plot_surface(surface: xr.DataArray, region: xr.DataArray | None = None) -> p
 
 
 def plot_design_space(
-    ds: xr.Dataset, region: xr.DataArray, x: str, y: str, rule: str, max_points: int = 20000
+    ds: xr.Dataset, region: xr.DataArray, x: str, y: str, rule: str, bins: int = 40
 ) -> plt.Figure:
-    """Points of two swept names, inside (meets specification) and outside the region."""
+    """The share of points meeting specification in bins of two swept names (over all
+    points, so over the other swept names too): 1 where every point of a bin conforms.
+
+    (Not a scatter of a subsample: every k-th point of a Sobol sequence covers only part of
+    the box, and a 2-D scatter of a higher-dimensional design hides which points conform.)"""
+    box = _space(ds).as_dict()
+    edges = [np.linspace(*box[n], bins + 1) for n in (x, y)]
+    xs, ys = np.asarray(ds[x].values), np.asarray(ds[y].values)
+    inside = np.asarray(region.values, float)
+    hits, _, _ = np.histogram2d(xs, ys, bins=edges, weights=inside)
+    count, _, _ = np.histogram2d(xs, ys, bins=edges)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(count > 0, hits / count, np.nan)
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    inside = np.asarray(region.values)
-    step = max(1, inside.size // max_points)
-    xs, ys, inside = (np.asarray(v)[::step] for v in (ds[x].values, ds[y].values, inside))
-    ax.scatter(xs[~inside], ys[~inside], s=4, c="lightgrey", label="outside")
-    ax.scatter(xs[inside], ys[inside], s=4, c="tab:green", label="meets specification")
+    mesh = ax.pcolormesh(edges[0], edges[1], share.T, cmap="Greens", vmin=0.0, vmax=1.0)
+    fig.colorbar(mesh, ax=ax, label="share of points meeting specification")
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    ax.set_title(f"design space: {rule}", fontsize=9)
-    ax.legend(fontsize=8, loc="best")
+    others = [n for n in box if n not in (x, y)]
+    over = f"; over {', '.join(others)}" if others else ""
+    ax.set_title(f"design space: {rule}{over}", fontsize=9)
     fig.tight_layout()
     return fig
