@@ -113,3 +113,27 @@ def test_export_refuses_sds_re_estimated_between_fits(example, tmp_path, key):
     with pytest.raises(TwinInputError, match=f"fit.{key}=true: the PEtab problem holds"):
         export_petab(example, tmp_path, config, model_parameters=default_parameters())
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.slow  # compiles the model with AMICI (6-12 min); only where an AMICI env is named
+def test_pypesto_amici_reaches_the_twins_optimum(repo_root, tmp_path):
+    """In an AMICI environment (``CARTWIN_AMICI_PYTHON``: its python, with amici, pypesto,
+    petab and fides; docs/benchmarks.md): AMICI's objective at the twin's optimum is the twin's,
+    and pyPESTO's fit from the same start reaches the same optimum."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    amici_python = os.environ.get("CARTWIN_AMICI_PYTHON")
+    if not amici_python:
+        pytest.skip("set CARTWIN_AMICI_PYTHON to the python of an AMICI environment")
+    command = [sys.executable, str(repo_root / "experiments" / "benchmark_amici.py")]
+    command += [f"hydra.run.dir={tmp_path}", f"amici_python={amici_python}"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=repo_root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "benchmark_amici.json").read_text())
+    assert result["objective_at_twin_optimum_relative_difference"] < 1e-6
+    assert result["twin"]["converged"]
+    # The same optimum (either fit may stop a little short of it; 1e-4 of the objective).
+    assert abs(result["optimum_difference"]) < 1e-4 * result["twin"]["objective_tight"]
