@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from ._event_loop import solve_slots
+from ._event_loop import all_finite, solve_slots
 from ._tsit5 import StackedTsit5
 from .kinetics import (
     CultureState,
@@ -262,7 +262,7 @@ def _simulate(params, schedule, save_times_h, structure, solver) -> Trajectory:
             throw=False,
         )
         state = jax.tree.map(lambda y: y[-1], solution.ys)
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state)]))
+        finite = all_finite(state)
         segment = SolveResult.where(
             finite, SolveResult.promote(solution.result), SolveResult.nonfinite_state
         )
