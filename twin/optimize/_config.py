@@ -32,7 +32,7 @@ class OptimizeConfig:
     objective: str = "p_conforming"
     temperature: float = 0.2
     decisions: dict[str, DecisionBounds] = dataclasses.field(default_factory=dict)
-    trust_radius: float | None = 0.5
+    trust_radius: float | None = None
     max_vector_TU_ratio: float | None = 1.0
     data_ranges: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     data_dir: str | None = None
