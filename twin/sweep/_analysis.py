@@ -67,12 +67,7 @@ def response_surface(
     for name, centre in (at or {}).items():
         width = (box[name][1] - box[name][0]) / bins
         keep &= np.abs(np.asarray(ds[name].values) - centre) <= width / 2 + 1e-12 * width
-    edges = [np.linspace(*box[n], bins + 1) for n in (x, y)]
-    xs, ys = np.asarray(ds[x].values)[keep], np.asarray(ds[y].values)[keep]
-    total, _, _ = np.histogram2d(xs, ys, bins=edges, weights=value[keep])
-    count, _, _ = np.histogram2d(xs, ys, bins=edges)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, total / count, np.nan)
+    edges, mean, count = _binned_mean(ds, x, y, value, keep, bins)
     centres = [(e[1:] + e[:-1]) / 2 for e in edges]
     return xr.DataArray(
         mean,
@@ -81,6 +76,21 @@ def response_surface(
         name=outcome,
         attrs={"failed_points": int((~ok).sum()), "slice_at": dict(at or {})},
     )
+
+
+def _binned_mean(
+    ds: xr.Dataset, x: str, y: str, value: np.ndarray, keep: np.ndarray, bins: int
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """``(edges, mean, count)``: the mean of ``value`` over the points ``keep`` in
+    ``bins x bins`` bins spanning the swept box of ``x`` and ``y`` (NaN where a bin is empty)."""
+    box = _space(ds).as_dict()
+    edges = [np.linspace(*box[n], bins + 1) for n in (x, y)]
+    xs, ys = np.asarray(ds[x].values)[keep], np.asarray(ds[y].values)[keep]
+    total, _, _ = np.histogram2d(xs, ys, bins=edges, weights=value[keep])
+    count, _, _ = np.histogram2d(xs, ys, bins=edges)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / count, np.nan)
+    return edges, mean, count
 
 
 def design_space_region(ds: xr.Dataset, *, level: float = 0.9) -> tuple[xr.DataArray, dict]:
@@ -159,20 +169,14 @@ def plot_design_space(
 
     (Not a scatter of a subsample: every k-th point of a Sobol sequence covers only part of
     the box, and a 2-D scatter of a higher-dimensional design hides which points conform.)"""
-    box = _space(ds).as_dict()
-    edges = [np.linspace(*box[n], bins + 1) for n in (x, y)]
-    xs, ys = np.asarray(ds[x].values), np.asarray(ds[y].values)
     inside = np.asarray(region.values, float)
-    hits, _, _ = np.histogram2d(xs, ys, bins=edges, weights=inside)
-    count, _, _ = np.histogram2d(xs, ys, bins=edges)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.where(count > 0, hits / count, np.nan)
+    edges, share, _ = _binned_mean(ds, x, y, inside, np.ones(inside.size, bool), bins)
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     mesh = ax.pcolormesh(edges[0], edges[1], share.T, cmap="Greens", vmin=0.0, vmax=1.0)
     fig.colorbar(mesh, ax=ax, label="share of points meeting specification")
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    others = [n for n in box if n not in (x, y)]
+    others = [n for n in _space(ds).names if n not in (x, y)]
     over = f"; over {', '.join(others)}" if others else ""
     ax.set_title(f"design space: {rule}{over}", fontsize=9)
     fig.tight_layout()
