@@ -6,11 +6,11 @@
 ``point.json`` (written by ``experiments/benchmark_amici.py`` or by hand) maps PEtab parameter ids
 to values on the linear scale. Prints and writes: AMICI's model-compile time, pyPESTO's objective
 (negative log-posterior, priors included) at the point (solver tolerances 1e-10 / 1e-12), and
-the wall and CPU time and the objective of one pyPESTO fit (``ScipyOptimizer``, L-BFGS-B with
-AMICI's forward sensitivities, solver tolerances ``--rtol`` / ``--atol``) started at the
-problem's nominal values. ``experiments/benchmark_amici.py`` runs it and compares with the
-twin. Uses argparse, not Hydra: hydra's antlr4 4.9 cannot share an environment with
-petab >= 0.4, which AMICI and pyPESTO need.
+the wall and CPU time and the objective of one pyPESTO fit (``--optimizer``: scipy's L-BFGS-B,
+the default, or Fides; AMICI's forward sensitivities, solver tolerances ``--rtol`` /
+``--atol``) started at the problem's nominal values. ``experiments/benchmark_amici.py`` runs
+it and compares with the twin. Uses argparse, not Hydra: hydra's antlr4 4.9 cannot share an
+environment with petab >= 0.4, which AMICI and pyPESTO need.
 """
 
 from __future__ import annotations
