@@ -33,7 +33,7 @@ from twin.forecast import (
     planned_events,
 )
 from twin.forecast._condition import conditioned_positions, effect_prior
-from twin.forecast._discrepancy import learn_discrepancy
+from twin.forecast._discrepancy import learn_discrepancy, learn_discrepancy_cross_fitted
 from twin.forecast._forecast import DEFAULT_RUN_LEVEL_SD, advice_window
 from twin.forecast._io import observed_at_harvest, truncate
 from twin.forecast._predictive import harvest_advice, release_odds
@@ -384,6 +384,31 @@ def test_learnt_discrepancy_recovers_a_known_bias_and_moves_the_forecast(inflate
     pd.testing.assert_frame_equal(
         forecast(corrected_calibration, cut, Downstream(), off).table, plain
     )
+
+
+def test_cross_fitted_discrepancy_scores_each_donor_with_a_fit_that_never_saw_it(inflated):
+    """Three folds of three donors: each fit leaves out exactly one donor, each run is scored
+    once (n_runs 6), and the pooled table recovers the same known bias as the in-sample one."""
+    fitted_on = []
+
+    def fit(data):
+        fitted_on.append(set(data.runs["donor_id"]))
+        return known_calibration()
+
+    settings = DiscrepancySettings(horizons_h=(48.0,), n_draws=32, folds=3)
+    table = learn_discrepancy_cross_fitted(inflated, fit, settings, SETTINGS)
+    donors = set(inflated.runs["donor_id"])
+    assert sorted(len(donors - seen) for seen in fitted_on) == [1, 1, 1]
+    assert set.union(*(donors - seen for seen in fitted_on)) == donors
+    viable = table[table["variable"] == "viable_cells"].iloc[0]
+    assert viable["n_runs"] == 6
+    assert abs(viable["bias"] - np.log(1.5)) < 0.15, viable["bias"]
+    with pytest.raises(TwinInputError, match="fit.discrepancy.folds=4: the data have only 3"):
+        learn_discrepancy_cross_fitted(
+            inflated, fit, dataclasses.replace(settings, folds=4), SETTINGS
+        )
+    with pytest.raises(ValueError, match="folds=1: must be 0"):
+        DiscrepancySettings(folds=1)
 
 
 def test_anchor_residuals_measure_the_miss_at_the_latest_reading(truncated, result):

@@ -64,24 +64,35 @@ def test_weibull_decline_nests_exponential_and_gaussian_with_a_finite_shape_grad
     np.testing.assert_allclose(grad, expected, rtol=1e-10, atol=1e-15)
 
 
-@pytest.mark.parametrize("decline", ["exponential", "hill", "gaussian", "weibull"])
-def test_unused_parameters_are_exactly_those_the_culture_does_not_feel(decline):
+@pytest.mark.parametrize(
+    ("parameter", "changes"),
+    [
+        ("growth_decline_shape", {"decline": "exponential"}),
+        ("growth_decline_shape", {"decline": "hill"}),
+        ("growth_decline_shape", {"decline": "gaussian"}),
+        ("growth_decline_shape", {"decline": "weibull"}),
+        ("density_limit_exponent", {"density": "hill"}),
+        ("density_limit_exponent", {"density": "logistic"}),
+        ("density_limit_exponent", {"density": "hill_fitted"}),
+    ],
+)
+def test_unused_parameters_are_exactly_those_the_culture_does_not_feel(parameter, changes):
     """What calibration leaves out (``unused_parameters``) has no effect on any state through
-    the default recipe, and the Weibull shape has one where it is used."""
-    structure = ModelStructure(decline=decline)
+    the default recipe, and the fitted shapes have one where they are used."""
+    structure = ModelStructure(**changes)
     schedule = Recipe().schedule()
     times = np.array([100.0, 190.0])
 
-    def log_cells(shape):
-        params = PARAMS.replace(growth_decline_shape=shape)
+    def log_cells(value):
+        params = PARAMS.replace(**{parameter: value})
         return jnp.log(twin.simulate(params, schedule, times, structure).states.viable).sum()
 
     slope = float(jax.grad(log_cells)(1.3))
-    if "growth_decline_shape" in structure.unused_parameters:
+    if parameter in structure.unused_parameters:
         assert slope == 0.0
     else:
         assert abs(slope) > 1e-2, slope
-    assert set(structure.unused_parameters) <= {"growth_decline_shape"}
+    assert set(structure.unused_parameters) <= {"growth_decline_shape", "density_limit_exponent"}
 
 
 def test_calibration_leaves_out_what_the_structure_does_not_use():
@@ -99,6 +110,24 @@ def test_calibration_leaves_out_what_the_structure_does_not_use():
     assert kept.donor_level == ["max_growth_rate_per_h"] and kept.profile == []
 
 
+def test_a_form_whose_shape_is_not_fitted_is_named(caplog):
+    from twin.calibrate import CalibrationConfig
+    from twin.calibrate._calibrate import _warn_held_forms
+
+    structure = ModelStructure(density="hill_fitted")
+    assert structure.form_parameters == ("growth_decline_shape", "density_limit_exponent")
+    config = CalibrationConfig()
+    with caplog.at_level("WARNING"):
+        _warn_held_forms(config, ModelStructure())
+        assert not caplog.records  # the default fit estimates the default forms' shapes
+        _warn_held_forms(config, structure)
+    assert "reads density_limit_exponent, which fit.fitted does not estimate" in caplog.text
+    caplog.clear()
+    fitted = [*config.fitted, "density_limit_exponent"]
+    _warn_held_forms(dataclasses.replace(config, fitted=fitted), structure)
+    assert not caplog.records
+
+
 def test_density_forms_halve_at_the_half_density():
     K = float(PARAMS.density_half_cells_per_mL)
     for structure in (
@@ -110,6 +139,29 @@ def test_density_forms_halve_at_the_half_density():
     assert (
         float(density_limit(jnp.asarray(3 * K), PARAMS, ModelStructure(density="logistic"))) == 0.0
     )
+
+
+def test_fitted_density_exponent_nests_the_hill_forms_with_a_finite_gradient():
+    densities = jnp.asarray([0.0, 1e5, 5e6, 1e7, 3e7])
+    fitted = ModelStructure(density="hill_fitted")
+
+    def limit(structure, exponent=2.0):
+        params = PARAMS.replace(density_limit_exponent=exponent)
+        return jax.vmap(lambda x: density_limit(x, params, structure))(densities)
+
+    np.testing.assert_allclose(limit(fitted, 2.0), limit(ModelStructure()), rtol=1e-12)
+    np.testing.assert_allclose(
+        limit(fitted, 1.0), limit(ModelStructure(density_exponent=1)), rtol=1e-12
+    )
+    # d/dn 1/(1+s^n) = -s^n log(s) / (1+s^n)^2: 0 in an empty culture (not NaN).
+    grad = jax.vmap(
+        jax.grad(lambda n, x: density_limit(x, PARAMS.replace(density_limit_exponent=n), fitted)),
+        in_axes=(None, 0),
+    )(1.6, densities)
+    s = np.asarray(densities) / float(PARAMS.density_half_cells_per_mL)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.where(s > 0, -(s**1.6) * np.log(s) / (1 + s**1.6) ** 2, 0.0)
+    np.testing.assert_allclose(grad, expected, rtol=1e-10, atol=1e-15)
 
 
 def test_structure_checks_name_the_field_and_value():

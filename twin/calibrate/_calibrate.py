@@ -85,6 +85,7 @@ def calibrate(
         forecast_settings=forecast_settings,
     )
     if not config.select:
+        _warn_held_forms(config, structure)
         return _calibrate_one(data, config, structure=structure, on_fit=on_fit, **options)
     candidates = [
         parse_candidate(text, structure, f"fit.select[{i}]") for i, text in enumerate(config.select)
@@ -92,6 +93,7 @@ def calibrate(
     calibrations = []
     for label, candidate in zip(config.select, candidates, strict=True):
         log.info("structure candidate %r (%s)", label, candidate.describe())
+        _warn_held_forms(config, candidate)
         calibrations.append(_calibrate_one(data, config, structure=candidate, **options))
     chosen, ranking = rank_candidates(list(config.select), calibrations)
     log.info("structure ranking (training data only):\n%s", ranking.to_string(index=False))
@@ -99,6 +101,18 @@ def calibrate(
     if on_fit is not None:
         on_fit(calibration)
     return calibration
+
+
+def _warn_held_forms(config: CalibrationConfig, structure: ModelStructure) -> None:
+    """Says when ``structure`` reads a form's shape parameter that ``config`` does not fit."""
+    held = [n for n in structure.form_parameters if n not in config.fitted]
+    if held:
+        log.warning(
+            "model structure %s reads %s, which fit.fitted does not estimate (held at "
+            "model.parameters)",
+            structure.describe(),
+            ", ".join(held),
+        )
 
 
 def _drop_unused(config: CalibrationConfig, structure: ModelStructure) -> CalibrationConfig:
@@ -259,13 +273,43 @@ def _calibrate_one(
         on_fit(calibration)
     if not config.discrepancy.horizons_h:
         return calibration
-    from ..forecast._discrepancy import learn_discrepancy  # forecasting builds on calibration
+    # A local import: forecasting builds on calibration.
+    from ..forecast._discrepancy import learn_discrepancy, learn_discrepancy_cross_fitted
 
-    log.info("learning the forecast's model discrepancy on the training runs")
-    return dataclasses.replace(
-        calibration,
-        discrepancy=learn_discrepancy(calibration, data, config.discrepancy, forecast_settings),
-    )
+    if not config.discrepancy.folds:
+        log.info("learning the forecast's model discrepancy on the training runs")
+        discrepancy = learn_discrepancy(calibration, data, config.discrepancy, forecast_settings)
+    else:
+        log.info(
+            "learning the forecast's model discrepancy on %d donor folds of the training runs",
+            config.discrepancy.folds,
+        )
+        # Each fold is fitted as this calibration was (same structure, noise, starts), without
+        # profiles or a discrepancy of its own.
+        fold_config = dataclasses.replace(
+            config,
+            profile=[],
+            discrepancy=dataclasses.replace(config.discrepancy, horizons_h=(), folds=0),
+        )
+
+        def fit_fold(fold_data: RunData) -> Calibration:
+            return _calibrate_one(
+                fold_data,
+                fold_config,
+                model_parameters=model_parameters,
+                structure=structure,
+                solver=solver,
+                noise=noise,
+                seed=seed,
+                config_yaml="",
+                progress=False,
+                forecast_settings=forecast_settings,
+            )
+
+        discrepancy = learn_discrepancy_cross_fitted(
+            data, fit_fold, config.discrepancy, forecast_settings, seed
+        )
+    return dataclasses.replace(calibration, discrepancy=discrepancy)
 
 
 # An omega below this (estimation scale) would pin every donor to the population value.

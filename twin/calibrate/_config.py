@@ -48,6 +48,10 @@ class DiscrepancySettings:
     - ``max_scale``: cap on the stretch factor (a guard against a degenerate forecast spread).
     - ``anchor``: also learn how much of a run's miss at its latest reading carries on to the
       horizon (the ``gain``), so that forecasts are anchored to the latest measurements.
+    - ``folds``: 0 (default): the training runs are forecast with the calibration of all of
+      them (fast; the errors are nearly out-of-sample). ``k >= 2``: cross-fitted, each donor
+      fold's runs forecast by a calibration of the other folds' donors (``k`` more fits; the
+      errors and the interval scale are those of donors the fit never saw).
     """
 
     horizons_h: tuple[float, ...] = (24.0, 48.0, 72.0, 96.0)
@@ -55,6 +59,7 @@ class DiscrepancySettings:
     n_draws: int = 64
     max_scale: float = 20.0
     anchor: bool = True
+    folds: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "horizons_h", tuple(float(h) for h in self.horizons_h))
@@ -67,6 +72,8 @@ class DiscrepancySettings:
             raise ValueError(f"n_draws={self.n_draws!r}: must be >= 10")
         if not self.max_scale >= 1:
             raise ValueError(f"max_scale={self.max_scale!r}: must be >= 1")
+        if self.folds == 1 or self.folds < 0:
+            raise ValueError(f"folds={self.folds!r}: must be 0 (in-sample) or >= 2")
 
 
 @dataclasses.dataclass

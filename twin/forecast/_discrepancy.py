@@ -31,11 +31,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 from scipy.stats import theilslopes
 
+from .._errors import TwinInputError
 from ..assays import ASSAY_SCALES
 from ..calibrate import DiscrepancySettings
 from ..data import RunData
@@ -65,6 +67,8 @@ _Z90 = 1.6448536269514722
 # Cap on the anchoring gain: an error that grows with the anchor residual beyond twice it is
 # more likely noise in 36 runs than a trend to extrapolate.
 MAX_GAIN = 2.0
+# Fewest scored runs a horizon's bias and scale are learnt from.
+MIN_SCORED_RUNS = 5
 
 
 def to_scale(variable: str, value):
@@ -142,16 +146,20 @@ def anchor_residuals(
     return anchors
 
 
-def learn_discrepancy(
+# Per variable, per cut horizon: (error, spread below, spread above, anchor residual, time
+# ahead in hours) of the runs that horizon scored (:func:`backtest_scores`).
+Scores = dict[str, dict[float, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]
+
+
+def backtest_scores(
     calibration,
     data: RunData,
     settings: DiscrepancySettings = DiscrepancySettings(),
     forecast_settings=None,
-) -> pd.DataFrame:
-    """The discrepancy table (:data:`DISCREPANCY_COLUMNS`) of ``calibration`` on its own
-    training ``data`` (module docstring), forecasting as ``forecast_settings`` (a
-    :class:`~._forecast.ForecastSettings`; default: its defaults) will; empty if there are
-    too few finished runs."""
+) -> Scores:
+    """Forecast each finished run of ``data`` from its data cut ``settings.horizons_h`` before
+    its harvest, as a new donor, with ``calibration`` (module docstring), and score each
+    forecast at harvest against what was measured there; empty if no run is finished."""
     from ._forecast import ForecastSettings, forecast  # the forecast uses this module
 
     forecast_settings = ForecastSettings() if forecast_settings is None else forecast_settings
@@ -159,10 +167,8 @@ def learn_discrepancy(
     wide = measured_at_harvest(data)
     observed = wide[[v for v in DISCREPANCY_SCALES if v in wide.columns]]
     runs = [r for r in data.run_ids if r in observed.index]
-    empty = pd.DataFrame(columns=list(DISCREPANCY_COLUMNS))
-    if len(runs) < 5 or not settings.horizons_h:
-        log.warning("model discrepancy not learnt: %d finished runs with harvest data", len(runs))
-        return empty
+    if not runs or not settings.horizons_h:
+        return {}
     pieces = []
     for h in settings.horizons_h:
         cut = truncate(data, runs, h)
@@ -183,7 +189,7 @@ def learn_discrepancy(
         measurements=pd.concat([p.measurements for p in pieces], ignore_index=True),
     )
     result = forecast(
-        dataclasses.replace(calibration, discrepancy=empty),
+        dataclasses.replace(calibration, discrepancy=pd.DataFrame(columns=DISCREPANCY_COLUMNS)),
         combined,
         settings=dataclasses.replace(
             forecast_settings,
@@ -197,16 +203,15 @@ def learn_discrepancy(
     table = result.table.set_index(["run_id", "variable"])
     by_run = result.runs.set_index("run_id")
     ahead = by_run["planned_harvest_time_h"] - by_run["now_h"]
-    rows = []
+    scores: Scores = {}
     for variable in observed.columns:
-        scored = {}  # horizon -> (error, below, above, anchor, time ahead) of its usable runs
         for h in settings.horizons_h:
             keep = [
                 (r, f"{r}@{h:g}")
                 for r in runs
                 if np.isfinite(observed.at[r, variable]) and (f"{r}@{h:g}", variable) in table.index
             ]
-            if len(keep) < 5:
+            if not keep:
                 continue
             values = table.loc[[(t, variable) for _, t in keep]]
             error, below, above = discrepancy_scores(
@@ -219,8 +224,40 @@ def learn_discrepancy(
             tagged = [t for _, t in keep]
             anchor = by_run.loc[tagged, f"anchor_{variable}"].to_numpy(float)
             ok = np.isfinite(error) & np.isfinite(below) & np.isfinite(above) & np.isfinite(anchor)
-            if ok.sum() >= 5:
-                scored[h] = (error[ok], below[ok], above[ok], anchor[ok], ahead[tagged].mean())
+            scores.setdefault(variable, {})[h] = (
+                error[ok],
+                below[ok],
+                above[ok],
+                anchor[ok],
+                ahead[tagged].to_numpy(float)[ok],
+            )
+    return scores
+
+
+def pool_scores(parts: list[Scores]) -> Scores:
+    """The scores of several backtests (e.g. donor folds) as one."""
+    pooled: Scores = {}
+    for part in parts:
+        for variable, by_horizon in part.items():
+            for h, arrays in by_horizon.items():
+                before = pooled.setdefault(variable, {}).get(h)
+                pooled[variable][h] = (
+                    arrays
+                    if before is None
+                    else tuple(np.concatenate(pair) for pair in zip(before, arrays, strict=True))
+                )
+    return pooled
+
+
+def discrepancy_table(
+    scores: Scores, settings: DiscrepancySettings = DiscrepancySettings()
+) -> pd.DataFrame:
+    """The discrepancy table (:data:`DISCREPANCY_COLUMNS`) from backtest ``scores``: per
+    variable one anchoring gain, then per horizon (with at least 5 scored runs) the bias and
+    conformal scale of the anchored errors (empty, with a warning, if none has)."""
+    rows = []
+    for variable, by_horizon in scores.items():
+        scored = {h: v for h, v in by_horizon.items() if v[0].size >= MIN_SCORED_RUNS}
         if not scored:
             continue
         gain = (
@@ -236,7 +273,7 @@ def learn_discrepancy(
             rows.append(
                 {
                     "variable": variable,
-                    "horizon_h": float(ahead_h),
+                    "horizon_h": float(ahead_h.mean()),
                     "bias": bias,
                     "scale": scale,
                     "n_runs": int(error.size),
@@ -245,7 +282,65 @@ def learn_discrepancy(
                     "mean_abs_error_uncorrected": float(np.mean(np.abs(error))),
                 }
             )
+    if not rows:
+        runs = max((v[0].size for h in scores.values() for v in h.values()), default=0)
+        log.warning(
+            "model discrepancy not learnt: %d finished runs with harvest data (at least %d needed)",
+            runs,
+            MIN_SCORED_RUNS,
+        )
     return pd.DataFrame(rows, columns=list(DISCREPANCY_COLUMNS))
+
+
+def learn_discrepancy(
+    calibration,
+    data: RunData,
+    settings: DiscrepancySettings = DiscrepancySettings(),
+    forecast_settings=None,
+) -> pd.DataFrame:
+    """The discrepancy table (:data:`DISCREPANCY_COLUMNS`) of ``calibration`` on its own
+    training ``data`` (module docstring), forecasting as ``forecast_settings`` (a
+    :class:`~._forecast.ForecastSettings`; default: its defaults) will; empty if there are
+    too few finished runs."""
+    return discrepancy_table(
+        backtest_scores(calibration, data, settings, forecast_settings), settings
+    )
+
+
+def learn_discrepancy_cross_fitted(
+    data: RunData,
+    fit: Callable[[RunData], object],
+    settings: DiscrepancySettings,
+    forecast_settings=None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The discrepancy table from donor folds (``settings.folds``): each fold's runs are
+    scored (:func:`backtest_scores`) with ``fit`` (a calibration of the other folds' runs),
+    and the scores of all folds are pooled into one table (:func:`discrepancy_table`).
+
+    **Raises:** :class:`~twin.TwinInputError` if there are fewer donors than folds.
+    """
+    from ._backtest import donor_folds  # the backtest builds on this module's forecast
+
+    donors = sorted(set(data.runs["donor_id"]))
+    if settings.folds > len(donors):
+        raise TwinInputError(
+            f"fit.discrepancy.folds={settings.folds}: the data have only {len(donors)} donors"
+        )
+    parts = []
+    for k, held_out in enumerate(donor_folds(donors, settings.folds, seed)):
+        held = [r for r in data.run_ids if data.donor_of(r) in held_out]
+        log.info(
+            "discrepancy fold %d of %d: calibrating without donors %s",
+            k + 1,
+            settings.folds,
+            ", ".join(held_out),
+        )
+        fold_calibration = fit(data.select([r for r in data.run_ids if r not in held]))
+        parts.append(
+            backtest_scores(fold_calibration, data.select(held), settings, forecast_settings)
+        )
+    return discrepancy_table(pool_scores(parts), settings)
 
 
 def correction_at(

@@ -74,6 +74,10 @@ PARAMETER_TABLE: tuple[ParameterSpec, ...] = (
     ParameterSpec("density_half_cells_per_mL", 1.0e7, "cells/mL", "log", 0.5,
                   "viable density at which division is halved (contact/space limit, Hill 2)",
                   "approx."),
+    ParameterSpec("density_limit_exponent", 2.0, "1", "log", 0.5,
+                  "Hill exponent n of the density limit 1/(1+(X/K)^n) "
+                  "(model.structure.density=hill_fitted only): 1 hyperbolic, larger a ceiling",
+                  "approx.; the data choose it (2 is the hill form's default exponent)"),
     # --- death and lysis -------------------------------------------------------------------------
     ParameterSpec("base_death_rate_per_h", 0.003, "1/h", "log", 0.5,
                   "baseline death rate of viable cells",
@@ -153,6 +157,7 @@ class KineticParameters(eqx.Module):
     il2_monod_IU_per_mL: Float[Array, "*batch"]
     il2_independent_growth_fraction: Float[Array, "*batch"]
     density_half_cells_per_mL: Float[Array, "*batch"]
+    density_limit_exponent: Float[Array, "*batch"]
     base_death_rate_per_h: Float[Array, "*batch"]
     lactate_death_rate_per_h: Float[Array, "*batch"]
     lactate_toxicity_mM: Float[Array, "*batch"]

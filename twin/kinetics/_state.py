@@ -64,6 +64,7 @@ class DensityForm(enum.StrEnum):
     """How the viable density ``X`` limits division (``K`` = ``density_half_cells_per_mL``)."""
 
     hill = "hill"  # 1 / (1 + (X / K)^n), n = ModelStructure.density_exponent
+    hill_fitted = "hill_fitted"  # 1 / (1 + (X / K)^n), n = density_limit_exponent, fitted
     logistic = "logistic"  # max(0, 1 - X / (2 K)): linear, halved at K, stops at 2 K
 
 
@@ -127,7 +128,17 @@ class ModelStructure:
     def unused_parameters(self) -> tuple[str, ...]:
         """Kinetic parameters this structure's rate laws never read (calibration holds them at
         their ``model.parameters`` values)."""
-        return () if self.decline is DeclineForm.weibull else ("growth_decline_shape",)
+        return tuple(name for name in _FORM_PARAMETERS if name not in self.form_parameters)
+
+    @property
+    def form_parameters(self) -> tuple[str, ...]:
+        """The shape parameters that only some forms read, and this structure's forms do."""
+        used = []
+        if self.decline is DeclineForm.weibull:
+            used.append("growth_decline_shape")
+        if self.density is DensityForm.hill_fitted:
+            used.append("density_limit_exponent")
+        return tuple(used)
 
     def as_dict(self) -> dict:
         """JSON-able fields (enums as their names)."""
@@ -143,6 +154,8 @@ class ModelStructure:
         return ",".join(changed) or "default"
 
 
+# Kinetic parameters read only by some forms (ModelStructure.form_parameters).
+_FORM_PARAMETERS = ("growth_decline_shape", "density_limit_exponent")
 _CHOICES = {
     "decline": DeclineForm,
     "density": DensityForm,

@@ -59,6 +59,10 @@ def density_limit(
     """Factor (1 when empty) by which the viable density limits division."""
     if structure.density is DensityForm.logistic:
         return jnp.maximum(1.0 - density_cells_per_mL / (2.0 * p.density_half_cells_per_mL), 0.0)
+    if structure.density is DensityForm.hill_fitted:
+        # As for the Weibull decline: a finite gradient in n at an empty culture, no branch.
+        scaled = density_cells_per_mL / p.density_half_cells_per_mL
+        return 1.0 / (1.0 + (scaled + smallest_normal(scaled)) ** p.density_limit_exponent)
     return hill_inhibition(
         density_cells_per_mL, p.density_half_cells_per_mL, structure.density_exponent
     )
