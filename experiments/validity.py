@@ -93,7 +93,11 @@ def example_data(cfg: DictConfig, root: Path):
     donor_sd = OmegaConf.to_container(gen.population.donor_sd)
     test_dir = root / "example" / "test"
     seed = int(gen.seed) + 1000 + int(cfg.seed)
-    stamp = {"seed": seed, "n_test_donors": int(cfg.n_test_donors)}
+    stamp = {
+        "seed": seed,
+        "n_test_donors": int(cfg.n_test_donors),
+        "structure": structure.as_dict(),
+    }
     meta = test_dir / "bench.json"
     if not (meta.is_file() and json.loads(meta.read_text()) == stamp):
         virtual = generate_dataset(
