@@ -23,7 +23,13 @@ from hydra import compose, initialize_config_dir
 import twin.config  # noqa: F401  (registers the config schemas)
 from twin import TwinInputError, default_parameters
 from twin.assays import AssayNoise
-from twin.calibrate import Calibration, DiscrepancySettings, write_calibration
+from twin.calibrate import (
+    Calibration,
+    CalibrationConfig,
+    DiscrepancySettings,
+    calibrate,
+    write_calibration,
+)
 from twin.data import RunData
 from twin.forecast import (
     FORECAST_COLUMNS,
@@ -406,6 +412,13 @@ def test_cross_fitted_discrepancy_scores_each_donor_with_a_fit_that_never_saw_it
     with pytest.raises(TwinInputError, match="fit.discrepancy.folds=4: the data have only 3"):
         learn_discrepancy_cross_fitted(
             inflated, fit, dataclasses.replace(settings, folds=4), SETTINGS
+        )
+    # Calibration checks the folds against the data before it fits anything.
+    with pytest.raises(TwinInputError, match="fit.discrepancy.folds=4: the data have only 3"):
+        calibrate(
+            inflated,
+            CalibrationConfig(discrepancy=dataclasses.replace(settings, folds=4)),
+            on_fit=lambda _: pytest.fail("fitted before the folds were checked"),
         )
     with pytest.raises(ValueError, match="folds=1: must be 0"):
         DiscrepancySettings(folds=1)

@@ -75,6 +75,10 @@ def calibrate(
     """
     config = CalibrationConfig() if config is None else config
     check_calibration_config(config)
+    if config.discrepancy.folds and config.discrepancy.horizons_h:
+        from ..forecast._discrepancy import check_folds  # forecasting builds on calibration
+
+        check_folds(data, config.discrepancy)
     options = dict(
         model_parameters=model_parameters,
         solver=solver,

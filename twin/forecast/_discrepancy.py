@@ -307,6 +307,16 @@ def learn_discrepancy(
     )
 
 
+def check_folds(data: RunData, settings: DiscrepancySettings) -> None:
+    """**Raises:** :class:`~twin.TwinInputError` if ``data`` have fewer donors than
+    ``settings.folds`` (checked before any fit, so a calibration fails at once)."""
+    donors = len(set(data.runs["donor_id"]))
+    if settings.folds > donors:
+        raise TwinInputError(
+            f"fit.discrepancy.folds={settings.folds}: the data have only {donors} donors"
+        )
+
+
 def learn_discrepancy_cross_fitted(
     data: RunData,
     fit: Callable[[RunData], object],
@@ -322,11 +332,8 @@ def learn_discrepancy_cross_fitted(
     """
     from ._backtest import donor_folds  # the backtest builds on this module's forecast
 
+    check_folds(data, settings)
     donors = sorted(set(data.runs["donor_id"]))
-    if settings.folds > len(donors):
-        raise TwinInputError(
-            f"fit.discrepancy.folds={settings.folds}: the data have only {len(donors)} donors"
-        )
     parts = []
     for k, held_out in enumerate(donor_folds(donors, settings.folds, seed)):
         held = [r for r in data.run_ids if data.donor_of(r) in held_out]
