@@ -151,11 +151,12 @@ def test_growth_is_erlang_lagged_exponential(overrides, rate_factor):
     # no death: every new cell is a division
     born = CELLS_PER_UNIT * np.asarray(trajectory.states.born)
     np.testing.assert_allclose(born, viable - n0, rtol=1e-8, atol=1e-6 * n0)
-    # late on, the activated pool grows exactly exponentially: N(t) ~ exp(mu t)
+    # late on, the activated pool grows exponentially: N(t) ~ exp(mu t); the Erlang tail still
+    # feeds it a share of order exp(-stages t / lag) (1e-6 at 200 h with 2 stages), hence 1e-5
     late = times >= 200.0
     activated = np.asarray(trajectory.states.activated_cells)[late]
     growth = np.log(activated[1:] / activated[:-1]) / np.diff(times[late])
-    np.testing.assert_allclose(growth, rate_factor * mu_max, rtol=1e-7)
+    np.testing.assert_allclose(growth, rate_factor * mu_max, rtol=1e-5)
 
 
 def test_growth_decline_with_time_since_activation():

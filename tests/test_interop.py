@@ -163,7 +163,7 @@ def test_rates_in_roadrunner_equal_the_vector_field(exported):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "structure",
-    [ModelStructure(), ModelStructure(lag_stages=2, max_copies=5, density="hill_fitted")],
+    [ModelStructure(), ModelStructure(lag_stages=5, max_copies=5, density="hill_fitted")],
 )
 def test_roadrunner_matches_simulate_through_all_events(structure):
     """Every observable, half-way between events and at hourly points, within 1e-4 relative

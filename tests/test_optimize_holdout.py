@@ -156,7 +156,7 @@ def test_holdout_process_is_the_example_generator():
     cfg = _cfg()
     params, structure, _ = twin.config.model_from_config(cfg.model)
     population, holdout_structure = _holdout(cfg, params, structure)
-    assert holdout_structure.lag_stages == 6 and structure.lag_stages == 4
+    assert holdout_structure.lag_stages == 6 and structure.lag_stages == 2
     generator = (REPO_ROOT / "configs" / "experiment" / "example_dataset.yaml").read_text()
     for name, sd in population.donor_sd.items():
         assert f"{name}: {sd}" in generator

@@ -88,7 +88,8 @@ class CalibrationConfig:
       prior mean plus ``start_spread`` prior SDs times a standard normal draw.
     - ``max_steps``, ``decrement_tol``: Levenberg-Marquardt budget and convergence threshold
       (Gauss-Newton decrement, objective units; one datum one SD off contributes 0.5);
-      ``decrement_tol_relative``: also converged below this times the objective (0: off).
+      ``decrement_tol_relative``: also converged below this times the objective (0: off;
+      default 1e-6, about the ODE solver's relative tolerance).
     - ``continuations``: a fit still not converged after ``max_steps`` resumes from its best
       point up to this many times (misspecified data can need more steps).
     - ``fit_noise``: re-estimate each assay's noise SD as the RMS of its residuals after a fit
@@ -126,7 +127,7 @@ class CalibrationConfig:
     max_steps: int = 50
     continuations: int = 2
     decrement_tol: float = 1.0e-4
-    decrement_tol_relative: float = 0.0
+    decrement_tol_relative: float = 1.0e-6
     fit_noise: bool = False
     noise_rounds: int = 2
     fit_donor_sd: bool = False
