@@ -83,7 +83,7 @@ class ModelStructure:
     error over the mismatch bench's plants (``experiments/validity.py``).
 
     - ``lag_stages``: compartments of the Erlang activation lag (more: a sharper onset;
-      default 2, a broad onset with CV 0.71: on the bench 2 beat 1, 3, 4 and 8).
+      default 2, a broad onset with CV 0.71: on the bench 2 beat 1, 3, 4 and, on two plants, 8).
     - ``max_copies``: copy-number classes 0..K tracked (K lumps >= K).
     - ``decline``, ``decline_exponent``: the growth-decline form with culture age (default
       Weibull, whose fitted shape nests the earlier exponential default).
