@@ -141,6 +141,16 @@ def _twin_source_digest() -> str:
     return digest.hexdigest()
 
 
+def calibration_settings(cfg: DictConfig) -> dict:
+    """What a calibration and the twin's forecasts depend on besides the data: the settings
+    and the twin's own source (a changed model, fit or forecast code never reuses a stale
+    cache). The forecast settings too: calibration learns its discrepancy from forecasts."""
+    return {
+        key: OmegaConf.to_container(cfg[key], resolve=True)
+        for key in ("model", "noise", "fit", "forecast")
+    } | {"seed": cfg.seed, "twin_source": _twin_source_digest()}
+
+
 def _true_harvest(test_dir: Path) -> pd.DataFrame | None:
     path = test_dir / "true_harvest.csv"
     return pd.read_csv(path) if path.is_file() else None
@@ -158,11 +168,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, cfg, seed=cfg.seed)
     root = out_dir / "data" if cfg.data_root is None else resolve_user_path(str(cfg.data_root))
-    # What a calibration and the twin's forecasts depend on besides the data: the settings and
-    # the twin's own source (a changed model, fit or forecast code never reuses a stale cache).
-    fit_settings = {
-        key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "noise", "fit")
-    } | {"seed": cfg.seed, "twin_source": _twin_source_digest()}
+    fit_settings = calibration_settings(cfg)
 
     benches = []
     for name in cfg.plants:

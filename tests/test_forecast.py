@@ -38,9 +38,9 @@ from twin.forecast import (
     forecast,
     planned_events,
 )
-from twin.forecast._condition import conditioned_positions, effect_prior
+from twin.forecast._condition import conditioned_positions, effect_prior, heavy_tailed
 from twin.forecast._discrepancy import learn_discrepancy, learn_discrepancy_cross_fitted
-from twin.forecast._forecast import DEFAULT_RUN_LEVEL_SD, advice_window
+from twin.forecast._forecast import DEFAULT_RUN_LEVEL_SD, _posterior, advice_window
 from twin.forecast._io import observed_at_harvest, truncate
 from twin.forecast._predictive import harvest_advice, release_odds
 from twin.kinetics import ModelStructure, to_unconstrained
@@ -347,6 +347,57 @@ def test_run_level_prior_adds_discrepancy_to_the_population_uncertainty():
 def test_run_level_names_are_checked(run_level, message):
     with pytest.raises(TwinInputError, match=message):
         conditioned_positions(known_calibration(), run_level)
+
+
+def test_heavy_tailed_prior_residuals_are_the_student_t_log_density():
+    """``r^2 / 2 = (nu / 2) log(1 + z^2 / nu)``: the Student-t's negative log-density times
+    ``nu / (nu + 1)``, which matches the normal's ``z^2 / 2`` near 0; infinite dof: ``z``."""
+    z = jax.numpy.array([0.0, 1e-7, 0.3, -1.0, 2.5, -6.0])
+    r = heavy_tailed(z, jax.numpy.asarray(4.0))
+    np.testing.assert_allclose(r**2 / 2, 2.0 * np.log1p(np.asarray(z) ** 2 / 4.0), rtol=1e-12)
+    np.testing.assert_array_equal(np.sign(r), np.sign(z))
+    np.testing.assert_array_equal(heavy_tailed(z, jax.numpy.asarray(np.inf)), z)
+    slope = jax.vmap(jax.grad(lambda x: heavy_tailed(x[None], jax.numpy.asarray(4.0))[0]))(z)
+    step = 1e-6
+    finite_difference = (
+        heavy_tailed(z + step, jax.numpy.asarray(4.0))
+        - heavy_tailed(z - step, jax.numpy.asarray(4.0))
+    ) / (2 * step)
+    np.testing.assert_allclose(slope, finite_difference, rtol=1e-6, atol=1e-9)
+    assert slope[0] == pytest.approx(1.0)  # as the normal at the population value
+    assert float(r[-1]) ** 2 / 2 < 0.3 * 6.0**2 / 2  # a 6-SD effect costs far less
+
+
+def test_a_donor_in_the_tail_is_shrunk_less_under_the_student_t_prior():
+    """Batches of a donor whose growth rate is 3 omegas above the population, seen for their
+    first two days only (the prior still weighs): the Student-t prior lets their own data pull
+    the growth effect further out than the normal prior does, and closer to the truth."""
+    truth = 3 * DONOR_SD[0]
+    tail = generate_dataset(
+        13,
+        default_parameters(
+            max_growth_rate_per_h=default_parameters().max_growth_rate_per_h * np.exp(truth)
+        ),
+        {"max_growth_rate_per_h": 1e-3, "susceptible_fraction": 1e-3},
+        Recipe(),
+        n_donors=2,
+        runs_per_donor=2,
+        uniform={"moi": [3.0, 8.0]},
+    ).run_data
+    runs = tail.run_ids
+    cut = truncate(tail, runs, horizon_h=130.0)
+    calibration = known_calibration()
+    position = conditioned_positions(calibration, RUN_LEVEL_SD)
+
+    def growth_effect(settings):
+        posterior = _posterior(calibration, cut, runs, settings, RUN_LEVEL_SD, position)
+        return np.asarray(posterior.effects)[:, 0]
+
+    normal = growth_effect(dataclasses.replace(SETTINGS, prior_dof=None))
+    student = growth_effect(SETTINGS)
+    assert SETTINGS.prior_dof == 4.0
+    assert np.all(normal < student) and np.all(student < 1.2 * truth)
+    assert np.mean(np.abs(student - truth)) < 0.8 * np.mean(np.abs(normal - truth))
 
 
 @pytest.fixture(scope="module")

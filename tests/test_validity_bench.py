@@ -158,6 +158,11 @@ def test_validity_run_smoke(tmp_path):
     assert (tmp_path / "run" / "resolved_config.yaml").is_file()
     runs = pd.read_csv(tmp_path / "run" / "validity_runs.csv")
     assert len(runs) == 3 * 4  # 2 test runs x 3 methods x 2 benches
+    # A cached calibration is not reused under other forecast settings: its discrepancy was
+    # learnt from forecasts made with them.
+    settings = validity.calibration_settings(cfg)
+    cfg.forecast.memory_h = 24.0
+    assert validity.calibration_settings(cfg) != settings
 
 
 def _noise_free(plant, recipe):

@@ -105,6 +105,21 @@ def effect_prior(
     return means, covariances
 
 
+def heavy_tailed(z: Float[Array, " n"], dof: Float[Array, ""]) -> Float[Array, " n"]:
+    """Whitened prior residuals ``z`` recast for a Student-t prior with ``nu = dof``:
+    ``r^2 / 2 = (nu / 2) log(1 + z^2 / nu)``, the t's negative log-density (up to a constant)
+    times ``nu / (nu + 1)``, so that near 0 it costs what the normal's ``z^2 / 2`` does;
+    ``dof = inf``: ``z`` itself. Written as ``r = z sqrt(g(z^2))`` with
+    ``g(u) = nu log1p(u / nu) / u`` (1 at 0), smooth through 0 for the Gauss-Newton steps."""
+    finite = jnp.isfinite(dof)
+    nu = jnp.where(finite, dof, 1.0)
+    u = z**2
+    small = u < 1e-8 * nu
+    safe_u = jnp.where(small, 1.0, u)
+    ratio = jnp.where(small, 1.0, nu * jnp.log1p(safe_u / nu) / safe_u)
+    return jnp.where(finite, z * jnp.sqrt(ratio), z)
+
+
 def _spec_and_prior(calibration: Calibration) -> tuple[ModelSpec, Prior]:
     layout = ParameterLayout(calibration.fitted, calibration.donor_level, n_donors=1)
     spec = ModelSpec(
@@ -123,6 +138,7 @@ def condition_runs(
     *,
     max_steps: int = 20,
     memory_h: float | None = None,
+    prior_dof: float | None = None,
 ) -> RunPosterior:
     """MAP and Laplace covariance of each run's deviations from the population estimate at
     ``position`` (within ``calibration.fitted``; default: the donor-level parameters) given
@@ -131,7 +147,12 @@ def condition_runs(
     ``memory_h``: exponential forgetting. A measurement taken ``a`` hours before the run's
     latest one counts with weight ``exp(-a / memory_h)`` in the likelihood (its SD is inflated
     by ``exp(a / (2 memory_h))``), so that where the model is wrong the run's recent state,
-    which decides what comes next, outweighs its early history. ``None``: all count alike."""
+    which decides what comes next, outweighs its early history. ``None``: all count alike.
+
+    ``prior_dof``: a Student-t prior with these degrees of freedom instead of the normal one
+    (:func:`heavy_tailed`): a donor far out in the tail is shrunk less, one near the
+    population is treated almost as before; the Laplace covariance is then the Gauss-Newton
+    one of that objective. ``None``: normal."""
     spec, prior = _spec_and_prior(calibration)
     noise_sd = jnp.asarray([calibration.noise.sd(v) for v in MEASURED_VARIABLES])
     theta_pop = jnp.asarray(calibration.estimate)
@@ -147,6 +168,7 @@ def condition_runs(
         position,
         max_steps,
         jnp.asarray(jnp.inf if memory_h is None else memory_h, float),
+        jnp.asarray(jnp.inf if prior_dof is None else prior_dof, float),
     )
 
 
@@ -162,8 +184,9 @@ def _condition(
     position,
     max_steps,
     memory_h,
+    prior_dof,
 ):
-    def one(run, mean, covariance, theta_pop, prior, noise_sd, memory_h):
+    def one(run, mean, covariance, theta_pop, prior, noise_sd, memory_h, prior_dof):
         whiten = jnp.linalg.inv(jnp.linalg.cholesky(covariance))
         measured = run.mask.any(axis=-1)
         latest = jnp.max(jnp.where(measured, run.time_h, -jnp.inf))
@@ -172,7 +195,9 @@ def _condition(
         def residuals(b):
             theta = theta_pop.at[position].add(b)
             data, ok = run_residuals(theta, run, prior, noise_sd, spec)
-            r = jnp.concatenate([(data * weight[:, None]).ravel(), whiten @ (b - mean)])
+            r = jnp.concatenate(
+                [(data * weight[:, None]).ravel(), heavy_tailed(whiten @ (b - mean), prior_dof)]
+            )
             return r, (r, ok)
 
         linearized = jax.jacfwd(residuals, has_aux=True)
@@ -213,6 +238,8 @@ def _condition(
 
     # Runs split over the local devices: on CPU each device is one core.
     b, cov, objective, converged, ok = map_runs_on_all_devices(
-        one, (arrays, prior_mean, prior_covariance), (theta_pop, prior, noise_sd, memory_h)
+        one,
+        (arrays, prior_mean, prior_covariance),
+        (theta_pop, prior, noise_sd, memory_h, prior_dof),
     )
     return RunPosterior(b, cov, objective, converged, ok)

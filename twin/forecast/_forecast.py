@@ -85,6 +85,11 @@ class ForecastSettings:
     - ``memory_h``: exponential forgetting of a run's older measurements when conditioning
       on them (weight ``exp(-age / memory_h)``, age counted back from its latest
       measurement); ``None``: all count alike (:func:`._condition.condition_runs`).
+    - ``prior_dof``: degrees of freedom of the Student-t prior on each run's effects, which
+      shrinks a donor in the population's tails less than a normal prior would (``None``:
+      normal; :func:`._condition.condition_runs`). Default 4: on the mismatch bench, over two
+      draws of its data, it lowered the worst twin/oracle ratio (1.29 -> 1.26x and
+      1.78 -> 1.63x) and the mean error (15.8 -> 15.65 %).
     - ``apply_discrepancy``: correct the draws by the model discrepancy the calibration learnt
       on its training runs (bias and interval scale by time ahead; :mod:`._discrepancy`).
     """
@@ -101,6 +106,7 @@ class ForecastSettings:
     )
     apply_discrepancy: bool = True
     memory_h: float | None = 48.0
+    prior_dof: float | None = 4.0
 
     def __post_init__(self):
         if self.n_draws < 10:
@@ -118,6 +124,8 @@ class ForecastSettings:
             raise ValueError(limit)
         if self.memory_h is not None and not self.memory_h > 0:
             raise ValueError(f"forecast.memory_h={self.memory_h!r}: must be > 0 (or null)")
+        if self.prior_dof is not None and not self.prior_dof > 0:
+            raise ValueError(f"forecast.prior_dof={self.prior_dof!r}: must be > 0 (or null)")
         if self.advice_extension_h < 0:
             raise ValueError(
                 f"forecast.advice_extension_h={self.advice_extension_h!r}: must be >= 0"
@@ -359,7 +367,13 @@ def _posterior(
         [covariance, np.broadcast_to(covariance[:1], (pad,) + covariance.shape[1:])]
     )
     posterior = condition_runs(
-        calibration, problem.arrays, mean, covariance, position, memory_h=settings.memory_h
+        calibration,
+        problem.arrays,
+        mean,
+        covariance,
+        position,
+        memory_h=settings.memory_h,
+        prior_dof=settings.prior_dof,
     )
     return jax.tree.map(lambda x: x[: len(run_ids)], posterior)
 
