@@ -139,6 +139,14 @@ def censored(variable: str, observed, likelihood: Likelihood):
     return observed <= likelihood.censoring_limit(variable)
 
 
+def student_t_residual(e: Float[Array, "*shape"], dof) -> Float[Array, "*shape"]:
+    """Standardized errors ``e`` as least-squares residuals of a Student-t with ``dof``
+    degrees of freedom: ``r^2 / 2 = ((nu + 1) / 2) log(1 + e^2 / nu)``, its negative
+    log-density up to a constant (``dof`` may be traced)."""
+    e2 = jnp.maximum(e**2, _TINY)
+    return e * jnp.sqrt((dof + 1.0) * jnp.log1p(e2 / dof) / e2)
+
+
 def scaled_residual(
     variable: str,
     observed: Float[Array, "*shape"],
@@ -152,9 +160,7 @@ def scaled_residual(
     censored reading."""
     e = assay_residual(variable, observed, predicted) / sd
     if likelihood.residuals is ResidualModel.student_t:
-        nu = likelihood.student_t_dof
-        e2 = jnp.maximum(e**2, _TINY)
-        e = e * jnp.sqrt((nu + 1.0) * jnp.log1p(e2 / nu) / e2)
+        e = student_t_residual(e, likelihood.student_t_dof)
     if ASSAY_SCALES[variable][0] != "log":
         return e
     limit = likelihood.censoring_limit(variable)

@@ -27,7 +27,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from .._errors import TwinInputError
-from ..assays import MEASURED_VARIABLES
+from ..assays import MEASURED_VARIABLES, student_t_residual
 from ..calibrate import Calibration, CalibrationArrays
 from ..calibrate._model import (
     ModelSpec,
@@ -107,17 +107,12 @@ def effect_prior(
 
 def heavy_tailed(z: Float[Array, " n"], dof: Float[Array, ""]) -> Float[Array, " n"]:
     """Whitened prior residuals ``z`` recast for a Student-t prior with ``nu = dof``:
-    ``r^2 / 2 = (nu / 2) log(1 + z^2 / nu)``, the t's negative log-density (up to a constant)
-    times ``nu / (nu + 1)``, so that near 0 it costs what the normal's ``z^2 / 2`` does;
-    ``dof = inf``: ``z`` itself. Written as ``r = z sqrt(g(z^2))`` with
-    ``g(u) = nu log1p(u / nu) / u`` (1 at 0), smooth through 0 for the Gauss-Newton steps."""
+    ``r^2 / 2 = (nu / 2) log(1 + z^2 / nu)``, the t's negative log-density
+    (:func:`~twin.assays.student_t_residual`) times ``nu / (nu + 1)``, so that near 0 it
+    costs what the normal's ``z^2 / 2`` does; ``dof = inf``: ``z`` itself."""
     finite = jnp.isfinite(dof)
     nu = jnp.where(finite, dof, 1.0)
-    u = z**2
-    small = u < 1e-8 * nu
-    safe_u = jnp.where(small, 1.0, u)
-    ratio = jnp.where(small, 1.0, nu * jnp.log1p(safe_u / nu) / safe_u)
-    return jnp.where(finite, z * jnp.sqrt(ratio), z)
+    return jnp.where(finite, student_t_residual(z, nu) * jnp.sqrt(nu / (nu + 1.0)), z)
 
 
 def _spec_and_prior(calibration: Calibration) -> tuple[ModelSpec, Prior]:
