@@ -93,10 +93,11 @@ def example_data(cfg: DictConfig, root: Path):
     donor_sd = OmegaConf.to_container(gen.population.donor_sd)
     test_dir = root / "example" / "test"
     seed = int(gen.seed) + 1000 + int(cfg.seed)
-    stamp = {
+    stamp = {  # the twin's source too: its generator draws donors by parameter-table position
         "seed": seed,
         "n_test_donors": int(cfg.n_test_donors),
         "structure": structure.as_dict(),
+        "twin_source": _twin_source_digest(),
     }
     meta = test_dir / "bench.json"
     if not (meta.is_file() and json.loads(meta.read_text()) == stamp):

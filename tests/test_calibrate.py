@@ -433,6 +433,23 @@ def test_write_calibration_round_trips_discrepancy_and_selection(calibration, tm
     pd.testing.assert_frame_equal(loaded.selection, selection)
 
 
+def test_a_file_from_before_the_decline_floor_loads_without_it(calibration, tmp_path):
+    """Files written before ``decline_floor`` existed have neither the key nor the parameter:
+    they meant no floor, whatever today's default."""
+    import json
+
+    path = write_calibration(calibration, tmp_path / "new.nc")
+    with xr.open_dataset(path) as ds:
+        old = ds.load().drop_sel(kinetic_parameter="growth_decline_floor")
+    structure = json.loads(old.attrs["structure"])
+    del structure["decline_floor"]
+    old.attrs["structure"] = json.dumps(structure)
+    old.to_netcdf(tmp_path / "old.nc")
+    loaded = load_calibration(tmp_path / "old.nc")
+    assert loaded.structure.decline_floor is False
+    assert loaded.structure == dataclasses.replace(calibration.structure, decline_floor=False)
+
+
 @pytest.mark.parametrize("decline", ["exponential", "weibull"])
 def test_a_file_from_before_the_weibull_shape_loads_where_its_structure_does_not_use_it(
     calibration, tmp_path, decline

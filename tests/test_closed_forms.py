@@ -168,8 +168,10 @@ def test_growth_is_erlang_lagged_exponential(overrides, rate_factor):
 
 
 def test_growth_decline_with_time_since_activation():
-    """mu(t) = mu0 exp(-t/tau) after activation at t = 0: a quadrature of the Erlang delay."""
-    mu0, tau, efficiency, lag_h = 0.06, 80.0, 0.9, 20.0
+    """mu(t) = mu0 (f + (1 - f) exp(-t/tau)) after activation at t = 0 (the default structure:
+    exponential-shaped Weibull decline over a floor f): a quadrature of the Erlang delay."""
+    mu0, tau, efficiency, lag_h, floor = 0.06, 80.0, 0.9, 20.0, 0.2
+    assert STRUCTURE.decline_floor
     stages = STRUCTURE.lag_stages
     params = default_parameters(
         **{
@@ -178,6 +180,7 @@ def test_growth_decline_with_time_since_activation():
             "max_growth_rate_per_h": mu0,
             "activation_efficiency": efficiency,
             "activation_lag_h": lag_h,
+            "growth_decline_floor": floor,
         }
     )
     end = 200.0
@@ -192,7 +195,8 @@ def test_growth_decline_with_time_since_activation():
             return 0.0
 
         def integrand(s):  # entered the activated pool at s, grew until t
-            return pdf(s) * math.exp(mu0 * tau * (math.exp(-s / tau) - math.exp(-t / tau)))
+            decayed = tau * (math.exp(-s / tau) - math.exp(-t / tau))
+            return pdf(s) * math.exp(mu0 * (floor * (t - s) + (1.0 - floor) * decayed))
 
         value, _ = integrate.quad(integrand, 0.0, t, epsabs=0.0, epsrel=1e-13, limit=200)
         return efficiency * SEED_CELLS * value

@@ -153,10 +153,16 @@ def test_coverage_comes_from_the_calibration_runs(tmp_path):
 
 
 def test_holdout_process_is_the_example_generator():
+    from omegaconf import OmegaConf
+
     cfg = _cfg()
     params, structure, _ = twin.config.model_from_config(cfg.model)
     population, holdout_structure = _holdout(cfg, params, structure)
     assert holdout_structure.lag_stages == 6 and structure.lag_stages == 2
+    # Every form the example was generated with, not the twin's defaults of the day.
+    made_with = OmegaConf.load(REPO_ROOT / "twin/data/example/generate_config.yaml").model.structure
+    for name, value in made_with.items():
+        assert holdout_structure.as_dict()[name] == value, name
     generator = (REPO_ROOT / "configs" / "experiment" / "example_dataset.yaml").read_text()
     for name, sd in population.donor_sd.items():
         assert f"{name}: {sd}" in generator
@@ -211,7 +217,7 @@ def test_holdout_donors_differ_from_the_twins():
         (["+holdout.parameters.not_a_parameter=1.0"], "holdout.parameters.not_a_parameter"),
         (["+holdout.parameters.activation_efficiency=1.5"], "holdout.parameters.activation_eff"),
         (["+holdout.donor_sd.not_a_parameter=0.1"], "holdout.donor_sd.not_a_parameter"),
-        (["holdout.structure.lag_stages=0"], "holdout.structure={'lag_stages': 0}"),
+        (["holdout.structure.lag_stages=0"], "holdout.structure={'lag_stages': 0,"),
         (["holdout.n_donors=0"], "holdout.n_donors=0"),
     ],
 )

@@ -11,6 +11,8 @@ import twin
 from twin import TwinInputError
 from twin.calibrate._select import parse_candidate, rank_candidates
 from twin.kinetics import ModelStructure, default_parameters
+from twin.kinetics._parameters import SPECS
+from twin.kinetics._state import _FORM_PARAMETERS
 from twin.kinetics._vector_field import age_decline, death_rate_per_h, density_limit
 from twin.process import Recipe
 from twin.reference import ReferenceSolver
@@ -28,7 +30,7 @@ PARAMS = default_parameters()
     ],
 )
 def test_decline_forms_closed_forms(changes, at_decline_time):
-    structure = ModelStructure(**changes)
+    structure = ModelStructure(**changes, decline_floor=False)  # the forms alone
     T = float(PARAMS.growth_decline_time_h)
     assert float(age_decline(jnp.asarray(0.0), PARAMS, structure)) == 1.0
     assert float(age_decline(jnp.asarray(T), PARAMS, structure)) == pytest.approx(at_decline_time)
@@ -40,17 +42,21 @@ def test_decline_forms_closed_forms(changes, at_decline_time):
 
 def test_weibull_decline_nests_exponential_and_gaussian_with_a_finite_shape_gradient():
     ages = jnp.asarray([0.0, 1.0, 60.0, 240.0, 500.0])
-    weibull = ModelStructure(decline="weibull")
+    weibull = ModelStructure(decline="weibull", decline_floor=False)
 
     def decline(structure, shape=1.0):
         params = PARAMS.replace(growth_decline_shape=shape)
         return jax.vmap(lambda a: age_decline(a, params, structure))(ages)
 
     np.testing.assert_allclose(
-        decline(weibull, 1.0), decline(ModelStructure(decline="exponential")), rtol=1e-12
+        decline(weibull, 1.0),
+        decline(ModelStructure(decline="exponential", decline_floor=False)),
+        rtol=1e-12,
     )
     np.testing.assert_allclose(
-        decline(weibull, 2.0), decline(ModelStructure(decline="gaussian")), rtol=1e-12
+        decline(weibull, 2.0),
+        decline(ModelStructure(decline="gaussian", decline_floor=False)),
+        rtol=1e-12,
     )
     # d/dk exp(-s^k) = -exp(-s^k) s^k log s: 0 at activation (not 0 * log 0 = NaN), and the
     # closed form elsewhere.
@@ -65,8 +71,44 @@ def test_weibull_decline_nests_exponential_and_gaussian_with_a_finite_shape_grad
 
 
 @pytest.mark.parametrize(
+    "changes",
+    [
+        {"decline": "exponential"},
+        {"decline": "hill", "decline_exponent": 3.0},
+        {"decline": "gaussian"},
+        {"decline": "weibull"},
+    ],
+)
+def test_decline_floor_closed_form(changes):
+    """floor + (1 - floor) x form: 1 at activation, the form's own value rescaled in between,
+    and the floor itself, not 0, long after the decline time."""
+    floor = 0.2
+    params = PARAMS.replace(growth_decline_floor=floor)
+    ages = jnp.asarray([0.0, 60.0, 240.0, 700.0, 1e7])
+    with_floor = jax.vmap(
+        lambda a: age_decline(a, params, ModelStructure(**changes, decline_floor=True))
+    )(ages)
+    without = jax.vmap(
+        lambda a: age_decline(a, params, ModelStructure(**changes, decline_floor=False))
+    )(ages)
+    np.testing.assert_allclose(with_floor, floor + (1.0 - floor) * without, rtol=1e-12)
+    assert float(with_floor[0]) == 1.0
+    assert float(with_floor[-1]) == pytest.approx(floor, rel=1e-6)
+    assert float(without[-1]) < 1e-6
+
+
+def test_decline_floor_must_be_a_boolean():
+    with pytest.raises(ValueError, match="decline_floor='yes': must be true or false"):
+        ModelStructure(decline_floor="yes")
+
+
+@pytest.mark.parametrize(
     ("parameter", "changes"),
     [
+        ("growth_decline_floor", {}),
+        ("growth_decline_floor", {"decline_floor": False}),
+        ("growth_decline_floor", {"decline": "gaussian", "decline_floor": True}),
+        ("growth_decline_floor", {"decline_floor": True}),
         ("growth_decline_shape", {"decline": "exponential"}),
         ("growth_decline_shape", {"decline": "hill"}),
         ("growth_decline_shape", {"decline": "gaussian"}),
@@ -87,12 +129,14 @@ def test_unused_parameters_are_exactly_those_the_culture_does_not_feel(parameter
         params = PARAMS.replace(**{parameter: value})
         return jnp.log(twin.simulate(params, schedule, times, structure).states.viable).sum()
 
-    slope = float(jax.grad(log_cells)(1.3))
+    # A value away from the default, inside the parameter's domain (a fraction for logit).
+    value = 0.3 if SPECS[parameter].transform == "logit" else 1.3
+    slope = float(jax.grad(log_cells)(value))
     if parameter in structure.unused_parameters:
         assert slope == 0.0
     else:
         assert abs(slope) > 1e-2, slope
-    assert set(structure.unused_parameters) <= {"growth_decline_shape", "density_limit_exponent"}
+    assert set(structure.unused_parameters) <= set(_FORM_PARAMETERS)
 
 
 def test_calibration_leaves_out_what_the_structure_does_not_use():
@@ -103,10 +147,12 @@ def test_calibration_leaves_out_what_the_structure_does_not_use():
         donor_level=["max_growth_rate_per_h", "growth_decline_shape"],
         profile=["growth_decline_shape"],
     )
-    assert "growth_decline_shape" in config.fitted  # the default fits the Weibull shape
-    assert _drop_unused(config, ModelStructure()) is config
-    kept = _drop_unused(config, ModelStructure(decline="gaussian"))
-    assert kept.fitted == [n for n in config.fitted if n != "growth_decline_shape"]
+    # The default fits the Weibull shape and the decline floor, where the structure has them.
+    assert {"growth_decline_shape", "growth_decline_floor"} <= set(config.fitted)
+    assert _drop_unused(config, ModelStructure(decline_floor=True)) is config
+    kept = _drop_unused(config, ModelStructure(decline="gaussian", decline_floor=False))
+    shapes = ("growth_decline_shape", "growth_decline_floor")
+    assert kept.fitted == [n for n in config.fitted if n not in shapes]
     assert kept.donor_level == ["max_growth_rate_per_h"] and kept.profile == []
 
 
@@ -114,8 +160,12 @@ def test_a_form_whose_shape_is_not_fitted_is_named(caplog):
     from twin.calibrate import CalibrationConfig
     from twin.calibrate._calibrate import _warn_held_forms
 
-    structure = ModelStructure(density="hill_fitted")
-    assert structure.form_parameters == ("growth_decline_shape", "density_limit_exponent")
+    structure = ModelStructure(density="hill_fitted", decline_floor=True)
+    assert structure.form_parameters == (
+        "growth_decline_shape",
+        "growth_decline_floor",
+        "density_limit_exponent",
+    )
     config = CalibrationConfig()
     with caplog.at_level("WARNING"):
         _warn_held_forms(config, ModelStructure())
@@ -188,6 +238,12 @@ def test_candidates_parse_and_bad_ones_are_named():
         parse_candidate("lag_stages=many", base, "k")
     with pytest.raises(TwinInputError, match="choose one of"):
         parse_candidate("density=cubic", base, "k")
+    # Booleans by name, as Hydra writes them (bool("false") would be True).
+    assert parse_candidate("decline_floor=false", base, "k").decline_floor is False
+    no_floor = dataclasses.replace(base, decline_floor=False)
+    assert parse_candidate("decline_floor=True", no_floor, "k").decline_floor is True
+    with pytest.raises(TwinInputError, match="decline_floor='1' is not a bool"):
+        parse_candidate("decline_floor=1", base, "k")
 
 
 @pytest.mark.parametrize("exponent", [2.0, 4.0])
@@ -220,6 +276,7 @@ def test_every_non_default_form_matches_the_reference_solver():
         lactate_inhibition_exponent=1.0,
         lactate_toxicity_exponent=2.0,
         starvation_exponent=2.0,
+        decline_floor=True,
         density="logistic",
         uptake="capacity",
     )

@@ -22,6 +22,7 @@ _DEFAULT_FITTED = (
     "lactate_per_glucose",
     "growth_decline_time_h",
     "growth_decline_shape",
+    "growth_decline_floor",
     "il2_uptake_IU_per_cell_h",
     "density_half_cells_per_mL",
     "lactate_inhibition_mM",

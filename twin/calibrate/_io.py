@@ -178,7 +178,7 @@ def _check_format(ds: xr.Dataset, source: Path) -> None:
     # structure never reads it (it then keeps its table default).
     stored = set(_strings(ds["kinetic_parameter"]))
     try:
-        unused = set(ModelStructure(**json.loads(ds.attrs["structure"])).unused_parameters)
+        unused = set(_stored_structure(ds).unused_parameters)
     except (ValueError, TypeError):  # a bad structure attribute is reported when it is read
         unused = set()
     unknown = sorted((stored ^ set(PARAMETER_NAMES)) - (unused - stored))
@@ -224,6 +224,15 @@ def _check_values(c: Calibration, source: Path) -> None:
             raise TwinInputError(f"{source}: noise_sd of {variable} is {sd!r}; must be > 0")
 
 
+# Structure fields added since files were first written, with the value every earlier file
+# meant: a missing key is the form of its time, not today's default.
+_STRUCTURE_BEFORE = {"decline_floor": False}
+
+
+def _stored_structure(ds: xr.Dataset) -> ModelStructure:
+    return ModelStructure(**{**_STRUCTURE_BEFORE, **json.loads(ds.attrs["structure"])})
+
+
 def _calibration(ds: xr.Dataset) -> Calibration:
     noise = {v: float(s) for v, s in zip(MEASURED_VARIABLES, ds["noise_sd"].values, strict=True)}
     initial = ds["initial_noise_sd"].values
@@ -249,7 +258,7 @@ def _calibration(ds: xr.Dataset) -> Calibration:
         donor_sd=ds["donor_sd"].values,
         noise=AssayNoise(**noise),
         initial_noise=AssayNoise(**dict(zip(MEASURED_VARIABLES, map(float, initial), strict=True))),
-        structure=ModelStructure(**json.loads(ds.attrs["structure"])),
+        structure=_stored_structure(ds),
         solver=SolverSettings(**json.loads(ds.attrs["solver"])),
         objective=float(ds["objective"]),
         n_observations=int(ds["n_observations"]),

@@ -53,7 +53,7 @@ def parse_candidate(text: str, base: ModelStructure, key: str) -> ModelStructure
             )
         kind = type(getattr(base, name))
         try:
-            changes[name] = value.strip() if issubclass(kind, str) else kind(value.strip())
+            changes[name] = _parse_value(value.strip(), kind)
         except ValueError:
             raise TwinInputError(
                 f"{key}={text!r}: {name}={value.strip()!r} is not a {kind.__name__}"
@@ -62,6 +62,17 @@ def parse_candidate(text: str, base: ModelStructure, key: str) -> ModelStructure
         return dataclasses.replace(base, **changes)
     except ValueError as error:
         raise TwinInputError(f"{key}={text!r}: {error}") from None
+
+
+def _parse_value(text: str, kind: type):
+    """``text`` as a value of a structure field of type ``kind`` (``bool("false")`` is true,
+    hence the booleans by name, as Hydra writes them)."""
+    if issubclass(kind, bool):
+        booleans = {"true": True, "false": False}
+        if text.lower() not in booleans:
+            raise ValueError(text)
+        return booleans[text.lower()]
+    return text if issubclass(kind, str) else kind(text)
 
 
 def forecast_score(discrepancy: pd.DataFrame) -> float:

@@ -133,6 +133,12 @@ PARAMETER_TABLE: tuple[ParameterSpec, ...] = (
     ParameterSpec("differentiation_rate_per_h", 0.002, "1/h", "log", 0.7,
                   "time-driven memory-like to effector-like conversion of activated cells",
                   "approx."),
+    # --- added since: appended, because twin.virtual keys each parameter's donor draws by its
+    # position in this table, so a row inserted above would change every earlier seed's donors.
+    ParameterSpec("growth_decline_floor", 0.05, "fraction", "logit", 1.0,
+                  "share of the division rate that never declines with culture age: the decline "
+                  "is floor + (1 - floor) x form (model.structure.decline_floor=true only)",
+                  "approx.; lets the density limit, not age alone, end expansion"),
 )
 # fmt: on
 
@@ -175,6 +181,7 @@ class KineticParameters(eqx.Module):
     susceptible_fraction: Float[Array, "*batch"]
     differentiation_per_division: Float[Array, "*batch"]
     differentiation_rate_per_h: Float[Array, "*batch"]
+    growth_decline_floor: Float[Array, "*batch"]
 
     def __check_init__(self):
         fields = tuple(f.name for f in dataclasses.fields(self))

@@ -38,6 +38,16 @@ def age_decline(
     age_h: Float[Array, ""], p: KineticParameters, structure: ModelStructure
 ) -> Float[Array, ""]:
     """Factor (1 at activation) by which the division rate declines with culture age."""
+    decline = _decline_form(age_h, p, structure)
+    if structure.decline_floor:
+        return p.growth_decline_floor + (1.0 - p.growth_decline_floor) * decline
+    return decline
+
+
+def _decline_form(
+    age_h: Float[Array, ""], p: KineticParameters, structure: ModelStructure
+) -> Float[Array, ""]:
+    """The decline form alone: 1 at activation, towards 0 with age."""
     scaled = age_h / p.growth_decline_time_h  # the clock never runs backwards: age_h >= 0
     if structure.decline is DeclineForm.hill:
         return 1.0 / (1.0 + scaled**structure.decline_exponent)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -102,6 +103,6 @@ class HoldoutConfig:
     description: str = ""
     seed: int = 2027
     n_donors: int = 512
-    structure: dict[str, int] = dataclasses.field(default_factory=dict)
+    structure: dict[str, Any] = dataclasses.field(default_factory=dict)  # ModelStructure fields
     parameters: dict[str, float] = dataclasses.field(default_factory=dict)
     donor_sd: dict[str, float] = dataclasses.field(default_factory=dict)
