@@ -31,7 +31,7 @@ import jax
 import matplotlib
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import twin.config as twin_config
 from twin import TwinInputError
@@ -43,6 +43,8 @@ from twin.forecast._backtest import calibrate_and_forecast, data_fingerprint
 from twin.plants import PLANTS, get_plant
 from twin.plants._bench import (
     METHODS,
+    by_seed_table,
+    format_by_seed,
     format_table,
     method_rows,
     oracle_forecasts,
@@ -73,6 +75,7 @@ def _check(cfg: DictConfig) -> None:
         raise TwinInputError(f"horizon_h={cfg.horizon_h!r}: must be > 0")
     if not cfg.plants and not cfg.example:
         raise TwinInputError("nothing to do: plants=[] and example=false")
+    seeds(cfg)
 
 
 def example_data(cfg: DictConfig, root: Path):
@@ -157,8 +160,24 @@ def _true_harvest(test_dir: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
+def seeds(cfg: DictConfig) -> list[int] | None:
+    """The draws of the bench ``seed`` asks for: ``None`` for one seed (``seed=0``), the list
+    for several (``seed=[0,1,2]``)."""
+    if isinstance(cfg.seed, int):
+        return None
+    values = list(cfg.seed) if OmegaConf.is_list(cfg.seed) else [cfg.seed]
+    if not values or not all(isinstance(v, int) for v in values):
+        raise TwinInputError(f"seed={cfg.seed!r}: an integer, or a list of integers")
+    if len(set(values)) != len(values):
+        raise TwinInputError(f"seed={values}: a seed is listed twice")
+    return values
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict:
-    """Run the bench; write the outputs into ``out_dir``; return the table as records."""
+    """Run the bench; write the outputs into ``out_dir``; return the table as records.
+    With several seeds (``seed=[0,1,2]``): one bench per draw in ``out_dir/seed_<N>`` (data
+    in ``<data_root>/seed_<N>``), then the table pooled over the draws' held-out runs in
+    ``out_dir`` and the per-draw ratios in ``validity_by_seed.csv``."""
     _check(cfg)
     # Build every config object first: a bad override fails before any work.
     twin_config.model_from_config(cfg.model)
@@ -167,8 +186,39 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     twin_config.downstream_from_config(cfg.downstream)
     twin_config.forecast_settings_from_config(cfg.forecast)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_provenance(out_dir, cfg, seed=cfg.seed)
     root = out_dir / "data" if cfg.data_root is None else resolve_user_path(str(cfg.data_root))
+    draws = seeds(cfg)
+    if draws is None:
+        write_provenance(out_dir, cfg, seed=cfg.seed)
+        return _run_draw(cfg, out_dir, root)
+    write_provenance(out_dir, cfg, seed=None)  # each draw's folder records its own seed
+    frames, converged = [], {}
+    for seed in draws:
+        if cfg.progress:
+            log.info("draw seed=%d of %s", seed, draws)
+        one = cfg.copy()
+        with open_dict(one):
+            one.seed = seed
+        draw_dir = out_dir / f"seed_{seed}"
+        draw_dir.mkdir(parents=True, exist_ok=True)
+        write_provenance(draw_dir, one, seed=seed)
+        result = _run_draw(one, draw_dir, root / f"seed_{seed}")
+        frames.append(result["results"].assign(seed=seed))
+        converged[seed] = result["converged"]
+    results = pd.concat(frames, ignore_index=True)
+    by_seed = by_seed_table(results, converged)
+    with atomic_path(out_dir / "validity_by_seed.csv") as tmp:
+        by_seed.to_csv(tmp, index=False)
+    pooled = {}  # a bench converged when it did on every draw; unknown if on any it is
+    for bench in results["bench"].unique():
+        flags = [draw.get(bench) for draw in converged.values()]
+        pooled[bench] = None if None in flags else all(flags)
+    out = _write(out_dir, [results], pooled, cfg.horizon_h, figure=True)
+    return out | {"by_seed": by_seed, "by_seed_text": format_by_seed(by_seed)}
+
+
+def _run_draw(cfg: DictConfig, out_dir: Path, root: Path) -> dict:
+    """One draw of the bench (``cfg.seed`` an integer) into ``out_dir``, data under ``root``."""
     fit_settings = calibration_settings(cfg)
 
     benches = []
@@ -214,7 +264,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
             frames.append(method_rows("twin", forecasts, test, truth).assign(bench=name))
         _write(out_dir, frames, converged, cfg.horizon_h)  # the table so far, after each bench
 
-    return _write(out_dir, frames, converged, cfg.horizon_h, figure=True)
+    return _write(out_dir, frames, converged, cfg.horizon_h, figure=True) | {"converged": converged}
 
 
 def _twin(cfg, name, train, test, out_dir, fit_settings) -> tuple[pd.DataFrame, bool]:
@@ -286,6 +336,8 @@ def main(cfg: DictConfig) -> None:
         result = run(cfg, out_dir)
         print(f"viable CAR+ cells at harvest, forecast {cfg.horizon_h:g} h ahead")
         print(result["text"])
+        if "by_seed_text" in result:
+            print(result["by_seed_text"])
         print(f"outputs: {out_dir}")
 
 

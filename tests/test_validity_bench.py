@@ -10,7 +10,14 @@ import pytest
 
 from twin.data import RunData
 from twin.plants import get_plant, simulate_events
-from twin.plants._bench import format_table, method_rows, metrics, summary_table
+from twin.plants._bench import (
+    by_seed_table,
+    format_by_seed,
+    format_table,
+    method_rows,
+    metrics,
+    summary_table,
+)
 from twin.plants._oracle import PlantModel, oracle_forecast_run
 from twin.plants._spreadsheet import spreadsheet_forecast
 from twin.process import ExchangeStep, Recipe
@@ -119,18 +126,94 @@ def test_oracle_recovers_a_donor_from_noise_free_data():
     assert out["lower_90"] < run.samples[-1]["viable_car_pos_cells"] < out["upper_90"]
 
 
-@pytest.mark.slow
-def test_validity_run_smoke(tmp_path):
-    """The experiment end to end on a tiny preset: one plant, the example, all three methods."""
-    import sys
+def test_tables_pooled_over_draws_of_the_bench():
+    """Two draws with the same run ids: the pooled table counts each draw's runs and averages
+    over all of them; the by-draw table keeps each draw's own ratio."""
+    test = _runs({r: (192.0, {192.0: 1e9}, {192.0: 0.5}) for r in ("A", "B")})
+    frames = []
+    for seed, twin_median in ((0, 6e8), (1, 7e8)):  # errors +20 % and +40 %
+        forecasts = pd.DataFrame(
+            {
+                "run_id": ["A", "B"],
+                "median": twin_median,
+                "lower_90": 0.8 * twin_median,  # covers 5e8 in the first draw only
+                "upper_90": 1.2 * twin_median,
+            }
+        )
+        for method, f in (("twin", forecasts), ("oracle", forecasts.assign(median=5.5e8))):
+            for bench in ("p1", "p2"):
+                rows = method_rows(method, f, test).assign(bench=bench, seed=seed)
+                frames.append(rows)
+    results = pd.concat(frames, ignore_index=True)
+    pooled = summary_table(results, {"p1": True, "p2": True})
+    assert pooled.set_index("bench").loc["p1", "runs"] == 4
+    assert pooled.set_index("bench").loc["p1", "twin_mre"] == pytest.approx(0.3)
+    assert pooled.set_index("bench").loc["p1", "twin_coverage_90"] == pytest.approx(0.5)
+    assert pooled.set_index("bench").loc["p1", "twin/oracle"] == pytest.approx(3.0)
+    by_seed = by_seed_table(results, {0: {"p1": True, "p2": True}, 1: {"p1": True, "p2": None}})
+    cells = by_seed.set_index(["seed", "bench"])
+    assert cells.loc[(0, "p1"), "twin/oracle"] == pytest.approx(2.0)
+    assert cells.loc[(1, "p2"), "twin/oracle"] == pytest.approx(4.0)
+    assert cells.loc[(1, "mean over plants"), "converged"] is None
+    text = format_by_seed(by_seed)
+    assert "seed 1" in text and "4.00" in text
 
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
+
+def _validity_module():
+    import sys
 
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root / "experiments"))
     import validity
 
+    return validity, root
+
+
+def test_validity_over_several_draws(tmp_path):
+    """seed=[3,4]: one bench per draw in seed_<N>/ (data in <data_root>/seed_<N>), each the
+    same as a run with that seed alone, and the table pooled over both in the run folder."""
+    from hydra import compose, initialize_config_dir
+
+    from twin import TwinInputError
+
+    validity, root = _validity_module()
+    overrides = [
+        "plants=[signal]",
+        "example=false",
+        "methods=[spreadsheet]",
+        "n_train_donors=2",
+        "runs_per_donor=1",
+        "n_test_donors=2",
+        "progress=false",
+        f"data_root={tmp_path / 'data'}",
+    ]
+    with initialize_config_dir(str(root / "configs"), version_base="1.3"):
+        both = compose("validity", overrides=[*overrides, "seed=[3,4]"])
+        alone = compose("validity", overrides=[*overrides, "seed=4"])
+        for bad in ("seed=[3,3]", "seed=[]", "seed=x"):
+            with pytest.raises(TwinInputError, match="seed="):
+                validity.seeds(compose("validity", overrides=[*overrides, bad]))
+    out = validity.run(both, tmp_path / "run")
+    assert (tmp_path / "data" / "seed_3" / "signal" / "train").is_dir()
+    pooled = pd.read_csv(tmp_path / "run" / "validity_runs.csv")
+    assert sorted(pooled["seed"].unique()) == [3, 4]
+    assert out["table"].set_index("bench").loc["signal", "runs"] == 4
+    by_seed = pd.read_csv(tmp_path / "run" / "validity_by_seed.csv")
+    assert by_seed["seed"].tolist() == [3, 4]
+    assert (tmp_path / "run" / "seed_4" / "validity.csv").is_file()
+    draw = pd.read_csv(tmp_path / "run" / "seed_4" / "validity_runs.csv")
+    own = validity.run(alone, tmp_path / "alone")["results"]  # seed 4 drawn again, alone
+    assert np.allclose(own["median"].to_numpy(), draw["median"].to_numpy())
+    assert by_seed.iloc[1]["spreadsheet_mre"] == pytest.approx(own["relative_error"].abs().mean())
+
+
+@pytest.mark.slow
+def test_validity_run_smoke(tmp_path):
+    """The experiment end to end on a tiny preset: one plant, the example, all three methods."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    validity, root = _validity_module()
     with initialize_config_dir(str(root / "configs"), version_base="1.3"):
         cfg = compose(
             "validity",

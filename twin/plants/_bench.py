@@ -173,9 +173,11 @@ def metrics(rows: pd.DataFrame) -> dict:
 def summary_table(results: pd.DataFrame, converged: dict[str, bool | None]) -> pd.DataFrame:
     """One row per bench (plus the mean over plants, the example left out of it): per method
     ``<method>_mre, _median_re, _bias, _coverage_90``, ``twin/oracle`` and ``converged``."""
+    # Pooled over draws of the bench (a ``seed`` column), run ids repeat from draw to draw.
+    run_key = [c for c in ("seed", "run_id") if c in results]
     rows = []
     for bench, part in results.groupby("bench", sort=False):
-        row = {"bench": bench, "runs": int(part["run_id"].nunique())}
+        row = {"bench": bench, "runs": len(part[run_key].drop_duplicates())}
         for method in METHODS:
             mine = part[part["method"] == method]
             if mine.empty:
@@ -201,6 +203,44 @@ def summary_table(results: pd.DataFrame, converged: dict[str, bool | None]) -> p
         mean_row["converged"] = bool(conv.all()) if conv.notna().all() else None
         table = pd.concat([table, pd.DataFrame([mean_row])], ignore_index=True)
     return table
+
+
+def by_seed_table(results: pd.DataFrame, converged: dict[int, dict[str, bool | None]]):
+    """One row per draw of the bench and bench (plants and their mean, as in
+    :func:`summary_table`): ``seed, bench, runs, <method>_mre, <method>_coverage_90,
+    twin/oracle, converged``; ``results`` carries a ``seed`` column."""
+    tables = []
+    for seed, part in results.groupby("seed", sort=True):
+        table = summary_table(part.drop(columns="seed"), converged[seed])
+        keep = ["bench", "runs"]
+        keep += [c for c in table if c.endswith(("_mre", "_coverage_90"))]
+        keep += [c for c in ("twin/oracle", "converged") if c in table]
+        tables.append(table[keep].assign(seed=int(seed)))
+    table = pd.concat(tables, ignore_index=True)
+    return table[["seed", *[c for c in table if c != "seed"]]]
+
+
+def format_by_seed(table: pd.DataFrame) -> str:
+    """Twin/oracle per bench and draw as fixed-width text (without an oracle: the first
+    method's MRE)."""
+    methods = [m for m in METHODS if f"{m}_mre" in table]
+    column = "twin/oracle" if "twin/oracle" in table else f"{methods[0]}_mre"
+    seeds = sorted(table["seed"].unique())
+    head = f"{'bench':<18}" + "".join(f"{'seed ' + str(s):>10}" for s in seeds)
+    lines = [f"by draw of the bench: {column}", head, "-" * len(head)]
+    cells = table.set_index(["bench", "seed"])[column]
+    for bench in dict.fromkeys(table["bench"]):
+        line = f"{bench:<18}"
+        for s in seeds:
+            value = cells.get((bench, s), np.nan)
+            if not np.isfinite(value):
+                line += f"{'n/a':>10}"
+            elif column == "twin/oracle":
+                line += f"{value:>10.2f}"
+            else:
+                line += f"{100 * value:>9.1f}%"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _ratio(a: float, b: float) -> float:
