@@ -4,14 +4,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from twin.calibrate import DiscrepancySettings
 from twin.forecast._discrepancy import (
     DISCREPANCY_COLUMNS,
     DISCREPANCY_SCALES,
     MAX_GAIN,
+    age_trend,
     anchoring_gain,
     apply_discrepancy,
     conformal_fit,
     correction_at,
+    discrepancy_table,
     from_scale,
     to_scale,
 )
@@ -73,9 +76,10 @@ def test_anchoring_gain_is_clipped_to_its_range():
     assert anchoring_gain([anchor[0]], [np.zeros(20)]) == 0.0  # no anchors (none read): none
 
 
-def table(rows, gain=0.0):
+def table(rows, gain=0.0, age_slope_per_h=0.0, age_reference_h=0.0):
+    extra = (gain, 0.0, 0.0, age_slope_per_h, age_reference_h)
     return pd.DataFrame(
-        [dict(zip(DISCREPANCY_COLUMNS, r + (gain, 0.0, 0.0), strict=True)) for r in rows],
+        [dict(zip(DISCREPANCY_COLUMNS, r + extra, strict=True)) for r in rows],
         columns=list(DISCREPANCY_COLUMNS),
     )
 
@@ -129,6 +133,55 @@ def test_applied_draws_carry_the_gain_times_each_runs_anchor():
     np.testing.assert_allclose(shift(out), [[0.15, 0.3], [0.0, 0.0]], atol=1e-9)
     unanchored = apply_discrepancy(discrepancy, draws, ahead)["viable_cells"]
     np.testing.assert_allclose(shift(unanchored), [[0.05, 0.1], [0.05, 0.1]], atol=1e-9)
+
+
+def _trend_scores(slope_per_h, rng, n=36):
+    """Scores at two horizons whose errors fall by ``slope_per_h`` per hour of harvest age
+    (days 7-10), each horizon with its own bias, plus noise."""
+    scores = {}
+    for h, bias in ((48.0, 0.1), (72.0, -0.05)):
+        harvest = rng.choice([168.0, 192.0, 216.0, 240.0], n)
+        error = bias + slope_per_h * (harvest - 204.0) + rng.normal(0.0, 0.05, n)
+        spread = np.full(n, 0.1)
+        scores[h] = (error, spread, spread, np.zeros(n), np.full(n, h), harvest)
+    return {"viable_car_pos_cells": scores}
+
+
+def test_age_trend_recovers_a_decline_that_is_too_gentle():
+    """A model that over-predicts late harvests: the pooled slope is found, the per-horizon
+    bias is left without it, and no trend is kept where chance explains it."""
+    rng = np.random.default_rng(5)
+    scores = _trend_scores(-0.004, rng)
+    by_h = scores["viable_car_pos_cells"]
+    slope, reference = age_trend([v[0] for v in by_h.values()], [v[5] for v in by_h.values()])
+    assert slope == pytest.approx(-0.004, abs=5e-4)
+    assert reference in (192.0, 204.0, 216.0)
+    learnt = discrepancy_table(scores, DiscrepancySettings(age_trend=True))
+    assert learnt["age_slope_per_h"].to_numpy() == pytest.approx([slope, slope])
+    np.testing.assert_allclose(
+        learnt["bias"] + slope * (204.0 - reference), [0.1, -0.05], atol=0.03
+    )
+    without = discrepancy_table(scores, DiscrepancySettings(age_trend=False))
+    assert (without["age_slope_per_h"] == 0).all()
+    assert (without["mean_abs_error"] > 2 * learnt["mean_abs_error"]).all()
+    # the interval is never narrower than without the trend (it may be chance)
+    assert (learnt["scale"].to_numpy() >= without["scale"].to_numpy()).all()
+    flat = _trend_scores(0.0, np.random.default_rng(6))["viable_car_pos_cells"]
+    assert age_trend([v[0] for v in flat.values()], [v[5] for v in flat.values()])[0] == 0.0
+
+
+def test_age_trend_moves_each_point_by_its_culture_time():
+    discrepancy = table(
+        [("viable_cells", 60.0, 0.1, 1.0, 30)], age_slope_per_h=-0.01, age_reference_h=200.0
+    )
+    ahead = np.array([0.0, 30.0, 60.0, 60.0])
+    time_h = np.array([150.0, 180.0, 210.0, 240.0])
+    bias, _, _ = correction_at(discrepancy, "viable_cells", ahead, time_h)
+    np.testing.assert_allclose(bias, [0.0, 0.05 + 0.5 * 0.2, 0.1 - 0.1, 0.1 - 0.4])
+    without_time, _, _ = correction_at(discrepancy, "viable_cells", ahead)
+    np.testing.assert_allclose(without_time, [0.0, 0.05, 0.1, 0.1])
+    older = discrepancy.drop(columns=["age_slope_per_h", "age_reference_h"])
+    np.testing.assert_allclose(correction_at(older, "viable_cells", ahead, time_h)[0], without_time)
 
 
 @pytest.mark.parametrize("variable", ["viable_cells", "car_pos_fraction", "viable_car_pos_cells"])

@@ -38,7 +38,12 @@ from twin.forecast import (
     forecast,
     planned_events,
 )
-from twin.forecast._condition import conditioned_positions, effect_prior, heavy_tailed
+from twin.forecast._condition import (
+    conditioned_positions,
+    effect_prior,
+    heavy_tailed,
+    structure_run_level_sd,
+)
 from twin.forecast._discrepancy import learn_discrepancy, learn_discrepancy_cross_fitted
 from twin.forecast._forecast import DEFAULT_RUN_LEVEL_SD, _posterior, advice_window
 from twin.forecast._io import observed_at_harvest, truncate
@@ -347,6 +352,29 @@ def test_run_level_prior_adds_discrepancy_to_the_population_uncertainty():
 def test_run_level_names_are_checked(run_level, message):
     with pytest.raises(TwinInputError, match=message):
         conditioned_positions(known_calibration(), run_level)
+
+
+def test_run_level_form_parameters_apply_only_where_the_structure_reads_them(caplog):
+    """The default allowance on the decline floor is not conditioned for a calibration whose
+    structure has no floor (as calibration never fits it there), and says so; with the floor,
+    or for any other name, the names are kept and checked as given."""
+    assert "growth_decline_floor" in DEFAULT_RUN_LEVEL_SD
+    without = dataclasses.replace(
+        known_calibration(), structure=ModelStructure(decline_floor=False)
+    )
+    with caplog.at_level("INFO", logger="twin.forecast._condition"):
+        kept = structure_run_level_sd(without, DEFAULT_RUN_LEVEL_SD | RUN_LEVEL_SD)
+    assert (
+        kept
+        == {k: v for k, v in DEFAULT_RUN_LEVEL_SD.items() if k != "growth_decline_floor"}
+        | RUN_LEVEL_SD
+    )
+    assert "not conditioning growth_decline_floor" in caplog.text
+    with_floor = known_calibration()
+    assert structure_run_level_sd(with_floor, DEFAULT_RUN_LEVEL_SD) == DEFAULT_RUN_LEVEL_SD
+    floor = {"growth_decline_floor": 0.5}  # read by the structure, not fitted: an error
+    with pytest.raises(TwinInputError, match="growth_decline_floor: not a fitted"):
+        conditioned_positions(with_floor, structure_run_level_sd(with_floor, floor))
 
 
 def test_heavy_tailed_prior_residuals_are_the_student_t_log_density():

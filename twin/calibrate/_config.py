@@ -49,6 +49,8 @@ class DiscrepancySettings:
     - ``max_scale``: cap on the stretch factor (a guard against a degenerate forecast spread).
     - ``anchor``: also learn how much of a run's miss at its latest reading carries on to the
       horizon (the ``gain``), so that forecasts are anchored to the latest measurements.
+    - ``age_trend``: also learn how the error changes with the culture time at the forecast
+      target (a slope, kept where significant), for a model whose decline with age is off.
     - ``folds``: 0 (default): the training runs are forecast with the calibration of all of
       them (fast; the errors are nearly out-of-sample). ``k >= 2``: cross-fitted, each donor
       fold's runs forecast by a calibration of the other folds' donors (``k`` more fits; the
@@ -60,6 +62,7 @@ class DiscrepancySettings:
     n_draws: int = 64
     max_scale: float = 20.0
     anchor: bool = True
+    age_trend: bool = True
     folds: int = 0
 
     def __post_init__(self):

@@ -20,6 +20,8 @@ evaluated the candidate's residuals apart, with the same estimates to 3 decimals
 
 from __future__ import annotations
 
+import logging
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -38,6 +40,8 @@ from ..calibrate._model import (
     run_residuals,
 )
 
+log = logging.getLogger(__name__)
+
 
 class RunPosterior(eqx.Module):
     """Per run (leading axis): MAP donor effects, their covariance, and fit diagnostics."""
@@ -47,6 +51,23 @@ class RunPosterior(eqx.Module):
     objective: Float[Array, " runs"]
     converged: Bool[Array, " runs"]
     solve_success: Bool[Array, " runs"]
+
+
+def structure_run_level_sd(
+    calibration: Calibration, run_level_sd: dict[str, float]
+) -> dict[str, float]:
+    """``run_level_sd`` without the form parameters the calibration's model structure never
+    reads (e.g. ``growth_decline_floor`` of a calibration without the floor, one written
+    before it existed), as calibration leaves them unfitted; says which, once."""
+    unused = set(calibration.structure.unused_parameters)
+    dropped = [name for name in run_level_sd if name in unused]
+    if dropped:
+        log.info(
+            "forecast.run_level_sd: not conditioning %s: model structure %s does not use it",
+            ", ".join(dropped),
+            calibration.structure.describe(),
+        )
+    return {name: sd for name, sd in run_level_sd.items() if name not in unused}
 
 
 def conditioned_positions(calibration: Calibration, run_level_sd: dict[str, float]) -> np.ndarray:

@@ -26,7 +26,13 @@ from ..calibrate._bands import simulate_parameter_draws
 from ..data import RunData
 from ..observe import observables
 from ..process import Downstream, Event, Recipe, build_schedule, stack_schedules
-from ._condition import RunPosterior, condition_runs, conditioned_positions, effect_prior
+from ._condition import (
+    RunPosterior,
+    condition_runs,
+    conditioned_positions,
+    effect_prior,
+    structure_run_level_sd,
+)
 from ._discrepancy import DISCREPANCY_SCALES, anchor_residuals, apply_discrepancy
 from ._predictive import (
     FORECAST_VARIABLES,
@@ -57,11 +63,13 @@ KEY_RUN_COLUMNS = (
 # ahead, with forgetting and the learnt discrepancy): viable CAR+ error 19.3 % with the first
 # two only, 18.4 % adding the decline time, 18.2 % adding the lactate yield too (the worst
 # plant 26.6 -> 24.7 -> 22.8 %). On the example alone (the twin's own equations) the first two
-# had been best.
+# had been best. The decline floor (2026-12-06, pooled over three draws of the bench): mean
+# 16.0 -> 15.9 %, worst plant 1.45 -> 1.42x, the lowest coverage of a plant and draw 75 -> 85 %.
 DEFAULT_RUN_LEVEL_SD = {
     "activation_efficiency": 0.5,
     "glucose_per_new_cell_pmol": 0.15,
     "lactate_per_glucose": 0.1,
+    "growth_decline_floor": 0.5,
 }
 
 
@@ -216,7 +224,7 @@ def forecast(
     # Each run's latest measurement time (0 for a run not yet measured).
     latest = data.measurements.groupby("run_id")["time_h"].max()
     now_h = latest.reindex(run_ids).fillna(0.0).to_numpy(float)
-    run_level_sd = dict(settings.run_level_sd or {})
+    run_level_sd = structure_run_level_sd(calibration, dict(settings.run_level_sd or {}))
     position = conditioned_positions(calibration, run_level_sd)
     began = time.perf_counter()
     log.info("forecast: conditioning %d run(s) on their own measurements", len(run_ids))
@@ -269,7 +277,7 @@ def forecast(
     anchors = anchor_residuals(data, run_ids, now_h, median_now)
     if settings.apply_discrepancy and not calibration.discrepancy.empty:
         measured = apply_discrepancy(
-            calibration.discrepancy, measured, time_h - now_h[:, None], anchors
+            calibration.discrepancy, measured, time_h - now_h[:, None], anchors, time_h
         )
     # measured[v]: [runs, draws, times]
     # Draws whose solve failed are NaN from the failure on (never plausible numbers): the
