@@ -21,8 +21,8 @@ variable and horizon this gives, on the variable's own scale (log or logit):
   the culture time at the forecast target, per hour from ``age_reference_h`` (the median
   harvest time of the scored runs): a model whose decline with culture age is too gentle
   over-predicts late harvests and under-predicts early ones. One robust slope pooled over the
-  horizons like the gain, kept only where its 95 % interval excludes 0; the interval scale
-  below is then never narrower than without it;
+  horizons like the gain, kept only where its 95 % interval (over runs, each run's horizons
+  averaged) excludes 0; the interval scale below is then never narrower than without it;
 - ``scale``: the split-conformal factor by which the forecast's spread around its median must
   be stretched (or shrunk) so that the central ``coverage`` interval covers that share of the
   training runs after the corrections (finite-sample corrected quantile of the scores).
@@ -135,20 +135,31 @@ def anchoring_gain(errors: list[np.ndarray], anchors: list[np.ndarray]) -> float
     return float(np.clip(theilslopes(error, anchor).slope, 0.0, MAX_GAIN))
 
 
-def age_trend(errors: list[np.ndarray], ages_h: list[np.ndarray]) -> tuple[float, float]:
+def age_trend(
+    errors: list[np.ndarray], ages_h: list[np.ndarray], run_ids: list[np.ndarray]
+) -> tuple[float, float]:
     """``(slope per hour, reference age in hours)``: the robust (Theil-Sen) slope of error on
     the culture age at the forecast target over all horizons, each horizon centred on its own
-    medians, and the median age; slope 0 unless its 95 % interval excludes 0 (a trend in 36
-    runs that chance explains is not one to extrapolate)."""
+    medians, and the median age. The slope is 0 unless its 95 % interval excludes 0, with the
+    interval from each run's errors averaged over the horizons: a run scored at four horizons
+    is one piece of evidence, not four (pooled, the interval would be about half as wide), and
+    a trend that chance explains in 36 runs is not one to extrapolate."""
     ages = np.concatenate(ages_h)
     reference = float(np.median(ages)) if ages.size else 0.0
     error = np.concatenate([e - np.median(e) for e in errors])
     age = np.concatenate([a - np.median(a) for a in ages_h])
     if error.size < 3 or np.ptp(age) == 0:
         return 0.0, reference
-    fit = theilslopes(error, age, alpha=0.95)
-    significant = fit.low_slope > 0 or fit.high_slope < 0
-    return (float(fit.slope) if significant else 0.0), reference
+    per_run = (
+        pd.DataFrame({"run": np.concatenate(run_ids), "error": error, "age": ages})
+        .groupby("run")
+        .mean()
+    )
+    if len(per_run) < 3 or np.ptp(per_run["age"]) == 0:
+        return 0.0, reference
+    evidence = theilslopes(per_run["error"], per_run["age"], alpha=0.95)
+    significant = evidence.low_slope > 0 or evidence.high_slope < 0
+    return (float(theilslopes(error, age).slope) if significant else 0.0), reference
 
 
 def anchor_residuals(
@@ -171,7 +182,8 @@ def anchor_residuals(
 
 
 # Per variable, per cut horizon: (error, spread below, spread above, anchor residual, time
-# ahead in hours, harvest time in hours) of the runs that horizon scored (:func:`backtest_scores`).
+# ahead in hours, harvest time in hours, run id) of the runs that horizon scored
+# (:func:`backtest_scores`).
 Scores = dict[str, dict[float, tuple[np.ndarray, ...]]]
 
 
@@ -256,6 +268,7 @@ def backtest_scores(
                 anchor[ok],
                 ahead[tagged].to_numpy(float)[ok],
                 harvest_h[tagged].to_numpy(float)[ok],
+                np.array([r for r, _ in keep], dtype=object)[ok],
             )
     return scores
 
@@ -294,11 +307,15 @@ def discrepancy_table(
         )
         anchored_by_h = {h: v[0] - gain * v[3] for h, v in scored.items()}
         slope, reference_h = (
-            age_trend(list(anchored_by_h.values()), [v[5] for v in scored.values()])
+            age_trend(
+                list(anchored_by_h.values()),
+                [v[5] for v in scored.values()],
+                [v[6] for v in scored.values()],
+            )
             if settings.age_trend
             else (0.0, 0.0)
         )
-        for h, (error, below, above, _, ahead_h, harvest_h) in scored.items():
+        for h, (error, below, above, _, ahead_h, harvest_h, _) in scored.items():
             anchored = anchored_by_h[h] - slope * (harvest_h - reference_h)
             bias, scale = conformal_fit(
                 anchored, below, above, settings.coverage, settings.max_scale
