@@ -10,6 +10,7 @@ from twin.forecast._discrepancy import (
     DISCREPANCY_COLUMNS,
     DISCREPANCY_SCALES,
     MAX_GAIN,
+    HorizonScores,
     age_trend,
     anchoring_gain,
     apply_discrepancy,
@@ -145,7 +146,7 @@ def _trend_scores(slope_per_h, rng, n=36):
         error = bias + slope_per_h * (harvest - 204.0) + rng.normal(0.0, 0.05, n)
         spread = np.full(n, 0.1)
         runs = np.array([f"R{i}" for i in range(n)], dtype=object)
-        scores[h] = (error, spread, spread, np.zeros(n), np.full(n, h), harvest, runs)
+        scores[h] = HorizonScores(error, spread, spread, np.zeros(n), np.full(n, h), harvest, runs)
     return {"viable_car_pos_cells": scores}
 
 
@@ -155,7 +156,11 @@ def test_age_trend_recovers_a_decline_that_is_too_gentle():
     rng = np.random.default_rng(5)
     scores = _trend_scores(-0.004, rng)
     by_h = scores["viable_car_pos_cells"]
-    slope, reference = age_trend(*([v[k] for v in by_h.values()] for k in (0, 5, 6)))
+    slope, reference = age_trend(
+        [v.error for v in by_h.values()],
+        [v.harvest_h for v in by_h.values()],
+        [v.run_id for v in by_h.values()],
+    )
     assert slope == pytest.approx(-0.004, abs=5e-4)
     assert reference in (192.0, 204.0, 216.0)
     learnt = discrepancy_table(scores, DiscrepancySettings(age_trend=True))
@@ -169,7 +174,12 @@ def test_age_trend_recovers_a_decline_that_is_too_gentle():
     # the interval is never narrower than without the trend (it may be chance)
     assert (learnt["scale"].to_numpy() >= without["scale"].to_numpy()).all()
     flat = _trend_scores(0.0, np.random.default_rng(6))["viable_car_pos_cells"]
-    assert age_trend(*([v[k] for v in flat.values()] for k in (0, 5, 6)))[0] == 0.0
+    flat_trend = age_trend(
+        [v.error for v in flat.values()],
+        [v.harvest_h for v in flat.values()],
+        [v.run_id for v in flat.values()],
+    )
+    assert flat_trend[0] == 0.0
 
 
 def test_age_trend_counts_each_run_once_as_evidence():

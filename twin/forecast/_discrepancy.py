@@ -38,6 +38,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -181,10 +182,20 @@ def anchor_residuals(
     return anchors
 
 
-# Per variable, per cut horizon: (error, spread below, spread above, anchor residual, time
-# ahead in hours, harvest time in hours, run id) of the runs that horizon scored
-# (:func:`backtest_scores`).
-Scores = dict[str, dict[float, tuple[np.ndarray, ...]]]
+class HorizonScores(NamedTuple):
+    """The runs one cut horizon scored (:func:`backtest_scores`), one entry per run."""
+
+    error: np.ndarray  # observed minus forecast median at harvest (correction scale)
+    below: np.ndarray  # forecast spread below the median
+    above: np.ndarray  # forecast spread above the median
+    anchor: np.ndarray  # anchor residual at the latest reading
+    ahead_h: np.ndarray  # time from the latest reading to harvest
+    harvest_h: np.ndarray  # culture time at harvest
+    run_id: np.ndarray
+
+
+# Per variable, per cut horizon.
+Scores = dict[str, dict[float, HorizonScores]]
 
 
 def backtest_scores(
@@ -261,7 +272,7 @@ def backtest_scores(
             tagged = [t for _, t in keep]
             anchor = by_run.loc[tagged, f"anchor_{variable}"].to_numpy(float)
             ok = np.isfinite(error) & np.isfinite(below) & np.isfinite(above) & np.isfinite(anchor)
-            scores.setdefault(variable, {})[h] = (
+            scores.setdefault(variable, {})[h] = HorizonScores(
                 error[ok],
                 below[ok],
                 above[ok],
@@ -283,7 +294,9 @@ def pool_scores(parts: list[Scores]) -> Scores:
                 pooled[variable][h] = (
                     arrays
                     if before is None
-                    else tuple(np.concatenate(pair) for pair in zip(before, arrays, strict=True))
+                    else HorizonScores(
+                        *(np.concatenate(pair) for pair in zip(before, arrays, strict=True))
+                    )
                 )
     return pooled
 
@@ -297,52 +310,52 @@ def discrepancy_table(
     after them (empty, with a warning, if none has)."""
     rows = []
     for variable, by_horizon in scores.items():
-        scored = {h: v for h, v in by_horizon.items() if v[0].size >= MIN_SCORED_RUNS}
+        scored = {h: v for h, v in by_horizon.items() if v.error.size >= MIN_SCORED_RUNS}
         if not scored:
             continue
         gain = (
-            anchoring_gain([v[0] for v in scored.values()], [v[3] for v in scored.values()])
+            anchoring_gain([v.error for v in scored.values()], [v.anchor for v in scored.values()])
             if settings.anchor
             else 0.0
         )
-        anchored_by_h = {h: v[0] - gain * v[3] for h, v in scored.items()}
+        anchored_by_h = {h: v.error - gain * v.anchor for h, v in scored.items()}
         slope, reference_h = (
             age_trend(
                 list(anchored_by_h.values()),
-                [v[5] for v in scored.values()],
-                [v[6] for v in scored.values()],
+                [v.harvest_h for v in scored.values()],
+                [v.run_id for v in scored.values()],
             )
             if settings.age_trend
             else (0.0, 0.0)
         )
-        for h, (error, below, above, _, ahead_h, harvest_h, _) in scored.items():
-            anchored = anchored_by_h[h] - slope * (harvest_h - reference_h)
+        for h, v in scored.items():
+            anchored = anchored_by_h[h] - slope * (v.harvest_h - reference_h)
             bias, scale = conformal_fit(
-                anchored, below, above, settings.coverage, settings.max_scale
+                anchored, v.below, v.above, settings.coverage, settings.max_scale
             )
             if slope:
                 # Never narrower than without the trend: 36 runs can show one by chance (the
                 # mismatch bench's cytokine plant, seed 2), and coverage must not rest on it.
                 untrended = conformal_fit(
-                    anchored_by_h[h], below, above, settings.coverage, settings.max_scale
+                    anchored_by_h[h], v.below, v.above, settings.coverage, settings.max_scale
                 )
                 scale = max(scale, untrended[1])
             rows.append(
                 {
                     "variable": variable,
-                    "horizon_h": float(ahead_h.mean()),
+                    "horizon_h": float(v.ahead_h.mean()),
                     "bias": bias,
                     "scale": scale,
-                    "n_runs": int(error.size),
+                    "n_runs": int(v.error.size),
                     "gain": gain,
                     "mean_abs_error": float(np.mean(np.abs(anchored - bias))),
-                    "mean_abs_error_uncorrected": float(np.mean(np.abs(error))),
+                    "mean_abs_error_uncorrected": float(np.mean(np.abs(v.error))),
                     "age_slope_per_h": slope,
                     "age_reference_h": reference_h,
                 }
             )
     if not rows:
-        runs = max((v[0].size for h in scores.values() for v in h.values()), default=0)
+        runs = max((v.error.size for h in scores.values() for v in h.values()), default=0)
         log.warning(
             "model discrepancy not learnt: %d finished runs with harvest data (at least %d needed)",
             runs,
