@@ -9,10 +9,13 @@ Writes into the run directory: ``calibration.nc`` (estimates, Laplace covariance
 effects, noise SDs, diagnostics, the resolved config; read it back with
 ``twin.calibrate.load_calibration``; its global attribute ``converged`` is 1 or 0),
 ``summary.csv`` (one row per fitted parameter), ``convergence.csv`` (every start and
-continuation: objective, steps, decrement, converged), ``discrepancy.csv`` (the forecast's model
+continuation: objective, steps, decrement, converged), ``residual_trends.csv`` (the mean
+scaled residual over runs per assay and day; ``systematic`` marks a misfit every run shares,
+also noted in the printed summary), ``discrepancy.csv`` (the forecast's model
 discrepancy learnt on the training runs), ``selection.csv`` (with ``fit.select``: candidate
 structures ranked), ``fit_<variable>.png`` (observed vs the fitted trajectory per run, with
-the 90 % band of what would be measured), ``residuals.png``, ``parameters.png`` (prior vs
+the 90 % band of what would be measured), ``residuals.png`` (with the daily means),
+``parameters.png`` (prior vs
 posterior intervals), ``profiles.png`` (if profiled),
 ``resolved_config.yaml`` and ``provenance.json``; prints the summary. Compiled programs are
 cached on disk in ``compilation_cache_dir`` (default ``~/.cache/cartwin/jax``; ``null`` turns
@@ -56,11 +59,13 @@ from twin.calibrate import (
     Calibration,
     calibrate,
     calibration_from_config,
+    describe_misfit,
     fit_bands,
     plot_fits,
     plot_parameter_intervals,
     plot_profiles,
     plot_residuals,
+    residual_trends,
     write_calibration,
 )
 from twin.calibrate._cache import enable_compilation_cache
@@ -111,6 +116,7 @@ def run(cfg: DictConfig, out_dir: Path) -> Calibration:
     tables = {
         "summary.csv": summary_table(calibration),
         "convergence.csv": calibration.diagnostics,
+        "residual_trends.csv": residual_trends(calibration.observations),
         "discrepancy.csv": calibration.discrepancy,
         "selection.csv": calibration.selection,
     }
@@ -171,6 +177,9 @@ def report(calibration: Calibration) -> str:
     if len(pairs):
         lines.append(f"posterior |correlation| > {calibration.high_correlation}:")
         lines.append(pairs.to_string(index=False, float_format="{:.3f}".format))
+    misfit = describe_misfit(residual_trends(calibration.observations))
+    if misfit is not None:
+        lines.append(f"note: {misfit}")
     noise = ", ".join(f"{k}={v:.3g}" for k, v in calibration.noise_sd.items())
     lines.append(f"noise SDs (assay scale): {noise}")
     chosen = calibration.diagnostics.loc[calibration.diagnostics["selected"]].iloc[0]

@@ -365,6 +365,10 @@ def load_calibrate_script():
     return module
 
 
+def loaded_observations(out: Path) -> pd.DataFrame:
+    return load_calibration(out / "calibration.nc").observations
+
+
 def compose_calibrate(overrides: list[str]):
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
         return compose("calibrate", overrides=overrides)
@@ -376,8 +380,11 @@ def test_run_writes_outputs_and_the_file_round_trips(virtual, calibration, tmp_p
     out = tmp_path / "out"
     result = load_calibrate_script().run(cfg, out)
     expected = {"calibration.nc", "summary.csv", "residuals.png", "parameters.png"}
-    expected.add("convergence.csv")
+    expected |= {"convergence.csv", "residual_trends.csv"}
     assert expected <= {p.name for p in out.iterdir()}
+    trends = pd.read_csv(out / "residual_trends.csv")
+    assert set(trends["variable"]) <= set(MEASURED_VARIABLES)
+    assert trends["readings"].sum() == (~loaded_observations(out)["censored"]).sum()
     assert {f"fit_{v}.png" for v in MEASURED_VARIABLES} <= {p.name for p in out.iterdir()}
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns[:6]) == [

@@ -8,7 +8,8 @@ of the posterior at the optimum. Modules:
 - ``_problem``: run data -> padded arrays; ``_model``: parameter layout, residuals, Jacobian;
 - ``_solve``: the Levenberg-Marquardt loop and starts; ``_laplace``: covariance and intervals;
 - ``_profile``: profile likelihood; ``_calibrate``: the driver; ``_io``: ``calibration.nc``;
-- ``_bands``: fitted trajectories with measurement bands; ``_plots``: figures.
+- ``_bands``: fitted trajectories with measurement bands; ``_plots``: figures;
+- ``_misfit``: residuals averaged over runs by assay and day (systematic misfit).
 """
 
 from ._bands import fit_bands as fit_bands
@@ -23,6 +24,10 @@ from ._io import (
     calibration_dataset as calibration_dataset,
     load_calibration as load_calibration,
     write_calibration as write_calibration,
+)
+from ._misfit import (
+    describe_misfit as describe_misfit,
+    residual_trends as residual_trends,
 )
 from ._model import (
     ModelSpec as ModelSpec,

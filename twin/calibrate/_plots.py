@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..assays import ASSAY_SCALES, MEASURED_VARIABLES
 from ..data import MEASUREMENT_UNITS
+from ._misfit import residual_trends
 from ._result import Calibration
 
 
@@ -113,7 +114,8 @@ def plot_fits(
 
 
 def plot_residuals(calibration: Calibration) -> plt.Figure:
-    """Scaled residuals (observed - fitted, in noise SDs) by assay and against time."""
+    """Scaled residuals (observed - fitted, in noise SDs) by assay and against time, with
+    their mean over runs per day (:func:`~._misfit.residual_trends`)."""
     observations = calibration.observations
     present = [v for v in MEASURED_VARIABLES if (observations["variable"] == v).any()]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
@@ -126,19 +128,28 @@ def plot_residuals(calibration: Calibration) -> plt.Figure:
     left.tick_params(axis="x", labelrotation=30, labelsize=8)
     rms = [float(np.sqrt(np.mean(g**2))) for g in groups]
     left.set_title("by assay (RMS: " + ", ".join(f"{r:.2f}" for r in rms) + ")", fontsize=9)
+    trends = residual_trends(observations)
     for v in present:
         chosen = observations["variable"] == v
-        right.plot(
+        (dots,) = right.plot(
             observations.loc[chosen, "time_h"],
             observations.loc[chosen, "scaled_residual"],
             ".",
             ms=3,
-            alpha=0.6,
+            alpha=0.4,
             label=v,
         )
+        # The mean over runs per day: a line away from 0 is a misfit every run shares.
+        mean = trends.loc[trends["variable"] == v]
+        colour = dots.get_color()
+        right.plot(mean["time_h"], mean["mean_scaled_residual"], "-", color=colour, lw=1.5)
+        flagged = mean.loc[mean["systematic"]]
+        right.plot(flagged["time_h"], flagged["mean_scaled_residual"], "o", color=colour, ms=6)
     right.axhline(0.0, color="0.5", lw=0.8)
     right.set_xlabel("time since seed (h)")
-    right.set_title("against time", fontsize=9)
+    right.set_title(
+        "against time (lines: mean over runs per day; circles: systematic misfit)", fontsize=9
+    )
     right.legend(fontsize=7, markerscale=2)
     return fig
 
