@@ -365,10 +365,6 @@ def load_calibrate_script():
     return module
 
 
-def loaded_observations(out: Path) -> pd.DataFrame:
-    return load_calibration(out / "calibration.nc").observations
-
-
 def compose_calibrate(overrides: list[str]):
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
         return compose("calibrate", overrides=overrides)
@@ -384,7 +380,7 @@ def test_run_writes_outputs_and_the_file_round_trips(virtual, calibration, tmp_p
     assert expected <= {p.name for p in out.iterdir()}
     trends = pd.read_csv(out / "residual_trends.csv")
     assert set(trends["variable"]) <= set(MEASURED_VARIABLES)
-    assert trends["readings"].sum() == (~loaded_observations(out)["censored"]).sum()
+    assert trends["readings"].sum() == (~result.observations["censored"]).sum()
     assert {f"fit_{v}.png" for v in MEASURED_VARIABLES} <= {p.name for p in out.iterdir()}
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns[:6]) == [
