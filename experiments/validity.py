@@ -11,6 +11,11 @@ error floor) and the spreadsheet forecast. Prints one table; writes ``validity.c
 table), ``validity_runs.csv`` (every forecast), ``validity.json``, ``validity.png`` and the
 resolved config and provenance into the run directory. Data, calibrations and oracle fits are
 cached there: running again into the same directory (``hydra.run.dir=...``) resumes.
+
+The bench is noisy (about a point of MRE per plant and draw), so the table gives twin/oracle
+with a bootstrap 90 % interval, and ``compare_to=<earlier run folder>`` prints and writes
+(``validity_paired.csv``) each MRE's change against that run, paired over the same held-out
+runs (mean ± standard error): the way to judge a setting against the defaults.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from twin.plants._bench import (
     plot_validity,
     summary_table,
 )
+from twin.plants._compare import format_changes, paired_changes
 from twin.plants._oracle import PlantModel
 from twin.plants._spreadsheet import spreadsheet_forecast
 from twin.plants._twin_model import TwinModel
@@ -76,6 +82,23 @@ def _check(cfg: DictConfig) -> None:
     if not cfg.plants and not cfg.example:
         raise TwinInputError("nothing to do: plants=[] and example=false")
     seeds(cfg)
+    reference_runs(cfg)
+
+
+def reference_runs(cfg: DictConfig) -> Path | None:
+    """The ``validity_runs.csv`` that ``compare_to`` names (a bench run's folder or the file
+    itself); ``None`` when it is not set."""
+    if cfg.compare_to is None:
+        return None
+    path = resolve_user_path(str(cfg.compare_to))
+    if path.is_dir():
+        path = path / "validity_runs.csv"
+    if not path.is_file():
+        raise TwinInputError(
+            f"compare_to={cfg.compare_to}: no {path.name} there (give an earlier bench run's "
+            "folder, e.g. outputs/validity/<date>, or its validity_runs.csv)"
+        )
+    return path
 
 
 def example_data(cfg: DictConfig, root: Path):
@@ -190,7 +213,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     draws = seeds(cfg)
     if draws is None:
         write_provenance(out_dir, cfg, seed=cfg.seed)
-        return _run_draw(cfg, out_dir, root)
+        return _compare(cfg, out_dir, _run_draw(cfg, out_dir, root))
     write_provenance(out_dir, cfg, seed=None)  # each draw's folder records its own seed
     frames, converged = [], {}
     for seed in draws:
@@ -214,7 +237,24 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         flags = [draw.get(bench) for draw in converged.values()]
         pooled[bench] = None if None in flags else all(flags)
     out = _write(out_dir, [results], pooled, cfg.horizon_h, figure=True)
-    return out | {"by_seed": by_seed, "by_seed_text": format_by_seed(by_seed)}
+    out |= {"by_seed": by_seed, "by_seed_text": format_by_seed(by_seed)}
+    return _compare(cfg, out_dir, out)
+
+
+def _compare(cfg: DictConfig, out_dir: Path, out: dict) -> dict:
+    """With ``compare_to``: every bench and method against the same held-out runs of that
+    earlier run, into ``validity_paired.csv`` (and ``out["paired"]``, ``out["paired_text"]``)."""
+    path = reference_runs(cfg)
+    if path is None:
+        return out
+    try:
+        reference = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise TwinInputError(f"compare_to: {path} is not a readable CSV ({err})") from None
+    paired = paired_changes(out["results"], reference, source=str(path))
+    with atomic_path(out_dir / "validity_paired.csv") as tmp:
+        paired.to_csv(tmp, index=False)
+    return out | {"paired": paired, "paired_text": format_changes(paired, str(path))}
 
 
 def _run_draw(cfg: DictConfig, out_dir: Path, root: Path) -> dict:
@@ -336,8 +376,9 @@ def main(cfg: DictConfig) -> None:
         result = run(cfg, out_dir)
         print(f"viable CAR+ cells at harvest, forecast {cfg.horizon_h:g} h ahead")
         print(result["text"])
-        if "by_seed_text" in result:
-            print(result["by_seed_text"])
+        for extra in ("by_seed_text", "paired_text"):
+            if extra in result:
+                print(result[extra])
         print(f"outputs: {out_dir}")
 
 

@@ -18,6 +18,7 @@ from twin.plants._bench import (
     metrics,
     summary_table,
 )
+from twin.plants._compare import format_changes, paired_changes, ratio_intervals
 from twin.plants._oracle import PlantModel, oracle_forecast_run
 from twin.plants._spreadsheet import spreadsheet_forecast
 from twin.process import ExchangeStep, Recipe
@@ -159,6 +160,79 @@ def test_tables_pooled_over_draws_of_the_bench():
     assert "seed 1" in text and "4.00" in text
 
 
+def _errors(spec: dict[tuple[str, str], list[float]], seeds=None) -> pd.DataFrame:
+    """Bench rows from ``(bench, method) -> relative errors``, one held-out run per error (run
+    ids R0, R1, ...; observed 1e8 each); ``seeds`` gives each run's draw."""
+    rows = []
+    for (bench, method), errors in spec.items():
+        for i, e in enumerate(errors):
+            row = {"bench": bench, "method": method, "run_id": f"R{i}", "observed": 1e8}
+            row |= {"median": 1e8 * (1 + e), "relative_error": e, "covered": abs(e) < 0.2}
+            rows.append(row | ({} if seeds is None else {"seed": seeds[i]}))
+    return pd.DataFrame(rows)
+
+
+def test_twin_oracle_interval_resamples_runs_within_draws():
+    """Errors proportional run by run give a ratio every resample agrees on; a ratio that only
+    differs between draws stays exact because each draw keeps its number of runs; otherwise the
+    interval brackets the ratio and narrows with more runs."""
+    rng = np.random.default_rng(1)
+    oracle = list(rng.uniform(0.05, 0.3, 40))
+    proportional = _errors({("p", "twin"): [2 * e for e in oracle], ("p", "oracle"): oracle})
+    assert ratio_intervals(proportional)["p"] == pytest.approx((2.0, 2.0))
+    by_draw = _errors(
+        {("p", "twin"): [0.1] * 10 + [0.3] * 10, ("p", "oracle"): [0.1] * 20},
+        seeds=[0] * 10 + [1] * 10,
+    )
+    assert ratio_intervals(by_draw)["p"] == pytest.approx((2.0, 2.0))
+    unstratified = ratio_intervals(by_draw.drop(columns="seed"))["p"]
+    assert unstratified[0] < 1.8 and unstratified[1] > 2.2
+
+    def width(n):
+        twin = np.abs(rng.normal(0, 0.2, n))
+        results = _errors({("p", "twin"): list(twin), ("p", "oracle"): [0.1] * n})
+        lower, upper = ratio_intervals(results)["p"]
+        assert lower < twin.mean() / 0.1 < upper
+        return upper - lower
+
+    assert width(200) < 0.6 * width(20)
+    two = _errors({("p1", "twin"): [0.2] * 5, ("p1", "oracle"): [0.1] * 5})
+    two = pd.concat([two, two.assign(bench="p2", relative_error=two["relative_error"] * 2)])
+    intervals = ratio_intervals(two)
+    assert intervals["mean over plants"] == pytest.approx((2.0, 2.0))
+    table = summary_table(two.assign(covered=True), {})
+    assert table["twin/oracle_upper_90"].tolist() == pytest.approx([2.0, 2.0, 2.0])
+    assert "2.00 (2.00-2.00)" in format_table(table)
+
+
+def test_paired_changes_against_another_bench_run():
+    """The change is the mean paired difference of absolute errors with its standard error;
+    missing runs are counted, not dropped silently; other data or draw layouts are refused."""
+    from twin import TwinInputError
+
+    new = _errors({("p1", "twin"): [0.1, -0.2, 0.3], ("p2", "twin"): [0.1, 0.1]})
+    old = _errors({("p1", "twin"): [0.2, 0.2, 0.1], ("p2", "twin"): [0.3]})
+    table = paired_changes(new, old, "old").set_index("bench")
+    changes = np.array([0.1 - 0.2, 0.2 - 0.2, 0.3 - 0.1])
+    assert table.loc["p1", "mre_change"] == pytest.approx(changes.mean())
+    assert table.loc["p1", "mre_change_se"] == pytest.approx(changes.std(ddof=1) / np.sqrt(3))
+    assert table.loc["p1", "mre"] == pytest.approx(0.2)
+    assert table.loc["p1", "coverage_90_reference"] == pytest.approx(1 / 3)  # |0.1| < 0.2
+    assert table.loc["p2", "runs_paired"] == 1 and table.loc["p2", "runs_not_compared"] == 1
+    assert table.loc["p2", "mre_change"] == pytest.approx(-0.2)
+    mean = table.loc["mean over plants"]
+    assert mean["mre_change"] == pytest.approx((changes.mean() - 0.2) / 2)
+    assert mean["runs_paired"] == 4 and mean["runs_not_compared"] == 1
+    assert "p2" in format_changes(table.reset_index(), "old")
+    same = paired_changes(new, new, "same")
+    assert np.allclose(same["mre_change"], 0.0)
+    moved = old.assign(observed=old["observed"] * 1.01)
+    with pytest.raises(TwinInputError, match="not made on the same data"):
+        paired_changes(new, moved, "old")
+    with pytest.raises(TwinInputError, match="over several draws"):
+        paired_changes(new, old.assign(seed=0), "old")
+
+
 def _validity_module():
     import sys
 
@@ -205,6 +279,19 @@ def test_validity_over_several_draws(tmp_path):
     own = validity.run(alone, tmp_path / "alone")["results"]  # seed 4 drawn again, alone
     assert np.allclose(own["median"].to_numpy(), draw["median"].to_numpy())
     assert by_seed.iloc[1]["spreadsheet_mre"] == pytest.approx(own["relative_error"].abs().mean())
+    # Against itself (resumed from its cache): no change, written beside the table.
+    with initialize_config_dir(str(root / "configs"), version_base="1.3"):
+        again = compose(
+            "validity", overrides=[*overrides, "seed=[3,4]", f"compare_to={tmp_path / 'run'}"]
+        )
+        missing = compose(
+            "validity", overrides=[*overrides, "seed=[3,4]", f"compare_to={tmp_path / 'none'}"]
+        )
+    paired = validity.run(again, tmp_path / "again")["paired"]
+    assert paired["runs_paired"].tolist() == [4] and paired["mre_change"].tolist() == [0.0]
+    assert (tmp_path / "again" / "validity_paired.csv").is_file()
+    with pytest.raises(TwinInputError, match="compare_to=.*none"):
+        validity.run(missing, tmp_path / "missing")
 
 
 @pytest.mark.slow

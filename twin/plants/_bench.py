@@ -18,6 +18,7 @@ from .._atomic import atomic_path
 from ..data import RunData, read_run_data
 from ..forecast._backtest import data_fingerprint
 from ..forecast._io import observed_at_harvest
+from ._compare import MEAN_ROW, ratio_intervals, run_key
 from ._generate import generate
 from ._oracle import PlantModel, ProcessModel, oracle_forecast_run
 from ._registry import get_plant
@@ -172,12 +173,11 @@ def metrics(rows: pd.DataFrame) -> dict:
 
 def summary_table(results: pd.DataFrame, converged: dict[str, bool | None]) -> pd.DataFrame:
     """One row per bench (plus the mean over plants, the example left out of it): per method
-    ``<method>_mre, _median_re, _bias, _coverage_90``, ``twin/oracle`` and ``converged``."""
-    # Pooled over draws of the bench (a ``seed`` column), run ids repeat from draw to draw.
-    run_key = [c for c in ("seed", "run_id") if c in results]
+    ``<method>_mre, _median_re, _bias, _coverage_90``, ``twin/oracle`` with its bootstrap
+    90 % interval (``twin/oracle_lower_90``, ``twin/oracle_upper_90``) and ``converged``."""
     rows = []
     for bench, part in results.groupby("bench", sort=False):
-        row = {"bench": bench, "runs": len(part[run_key].drop_duplicates())}
+        row = {"bench": bench, "runs": len(part[run_key(results)].drop_duplicates())}
         for method in METHODS:
             mine = part[part["method"] == method]
             if mine.empty:
@@ -193,7 +193,7 @@ def summary_table(results: pd.DataFrame, converged: dict[str, bool | None]) -> p
     plants = table[table["bench"] != "example"]
     if len(plants) > 1:
         mean = plants.drop(columns=["bench", "converged"]).mean(numeric_only=True)
-        mean_row = {"bench": "mean over plants", **mean.to_dict()}
+        mean_row = {"bench": MEAN_ROW, **mean.to_dict()}
         mean_row["runs"] = int(plants["runs"].sum())
         for failed in [c for c in plants if c.endswith("_failed_runs")]:  # counts: summed
             mean_row[failed] = int(plants[failed].sum())
@@ -202,6 +202,12 @@ def summary_table(results: pd.DataFrame, converged: dict[str, bool | None]) -> p
         conv = plants["converged"]
         mean_row["converged"] = bool(conv.all()) if conv.notna().all() else None
         table = pd.concat([table, pd.DataFrame([mean_row])], ignore_index=True)
+    if "twin/oracle" in table:  # how sure the ratio is, from these held-out runs
+        intervals = ratio_intervals(results)
+        for i, bound in enumerate(("lower", "upper")):
+            table[f"twin/oracle_{bound}_90"] = [
+                intervals.get(b, (np.nan, np.nan))[i] for b in table["bench"]
+            ]
     return table
 
 
@@ -253,7 +259,7 @@ def format_table(table: pd.DataFrame) -> str:
     head = f"{'bench':<18}{'runs':>5}"
     for m in methods:
         head += f" | {m + ' MRE':>16}{'med':>6}{'bias':>7}{'cov90':>6}"
-    head += " | twin/oracle | converged | failed runs"
+    head += f" | {'twin/oracle (90 % interval)':<27} | converged | failed runs"
     lines = [head, "-" * len(head)]
     for row in table.to_dict("records"):
         line = f"{row['bench']:<18}{int(row['runs']):>5}"
@@ -262,15 +268,24 @@ def format_table(table: pd.DataFrame) -> str:
                 f" | {100 * row[f'{m}_mre']:>15.1f}%{100 * row[f'{m}_median_re']:>5.1f}%"
                 f"{100 * row[f'{m}_bias']:>+6.1f}%{100 * row[f'{m}_coverage_90']:>5.0f}%"
             )
-        ratio = row.get("twin/oracle")
-        known = ratio is not None and np.isfinite(ratio)
-        line += f" | {ratio:>11.2f}" if known else f" | {'n/a':>11}"
+        line += f" | {_ratio_text(row):<27}"
         conv = row.get("converged")
         line += f" | {'n/a' if conv is None or conv != conv else ('yes' if conv else 'NO'):<9}"
         failed = sum(int(row.get(f"{m}_failed_runs", 0)) for m in methods)
         line += f" | {failed}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _ratio_text(row: dict) -> str:
+    """``1.32 (1.15-1.51)``: the twin/oracle ratio and its bootstrap interval when known."""
+    ratio = row.get("twin/oracle")
+    if ratio is None or not np.isfinite(ratio):
+        return "n/a"
+    lower, upper = row.get("twin/oracle_lower_90"), row.get("twin/oracle_upper_90")
+    if lower is None or upper is None or not (np.isfinite(lower) and np.isfinite(upper)):
+        return f"{ratio:.2f}"
+    return f"{ratio:.2f} ({lower:.2f}-{upper:.2f})"
 
 
 def plot_validity(table: pd.DataFrame, results: pd.DataFrame):
