@@ -10,7 +10,7 @@ effects, noise SDs, diagnostics, the resolved config; read it back with
 ``twin.calibrate.load_calibration``; its global attribute ``converged`` is 1 or 0),
 ``summary.csv`` (one row per fitted parameter), ``convergence.csv`` (every start and
 continuation: objective, steps, decrement, converged), ``residual_trends.csv`` (the mean
-scaled residual over runs per assay and day; ``systematic`` marks a misfit every run shares,
+standardized residual over runs per assay and day; ``systematic`` marks a misfit every run shares,
 also noted in the printed summary), ``discrepancy.csv`` (the forecast's model
 discrepancy learnt on the training runs), ``selection.csv`` (with ``fit.select``: candidate
 structures ranked), ``fit_<variable>.png`` (observed vs the fitted trajectory per run, with

@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 
 import twin.config  # noqa: F401  (registers the config schemas)
 from twin import Recipe, TwinInputError, default_parameters
-from twin.assays import MEASURED_VARIABLES, AssayNoise, sample_assay
+from twin.assays import MEASURED_VARIABLES, AssayNoise, sample_assay, to_assay_scale
 from twin.calibrate import (
     CalibrationConfig,
     DiscrepancySettings,
@@ -250,6 +250,19 @@ def test_recovers_known_truth(virtual, calibration, setup):
     assert rms.between(0.6, 1.4).all(), rms  # the fit is within the noise, assay by assay
     overall = np.sqrt(np.mean(calibration.observations["scaled_residual"] ** 2))
     assert overall == pytest.approx(1.0, abs=0.15)
+    # The plain miss on each assay's scale, recomputed here from observed and predicted; with
+    # Gaussian residuals and no censored reading it is the likelihood's residual itself.
+    obs = calibration.observations
+    for v, part in obs.groupby("variable"):
+        miss = to_assay_scale(v, part["observed"].to_numpy()) - to_assay_scale(
+            v, part["predicted"].to_numpy()
+        )
+        expected = np.asarray(miss) / calibration.noise.sd(v)
+        np.testing.assert_allclose(part["standardized_residual"], expected, atol=1e-8)
+    uncensored = ~obs["censored"]
+    np.testing.assert_allclose(
+        obs.loc[uncensored, "standardized_residual"], obs.loc[uncensored, "scaled_residual"]
+    )
     assert (calibration.diagnostics["failed_runs"] == 0).all()
 
 

@@ -1,11 +1,12 @@
 """Systematic misfit in time (twin.calibrate.residual_trends): the daily mean of the runs'
-scaled residuals flags a shared miss and leaves noise alone."""
+standardized residuals flags a shared miss and leaves noise alone."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from twin.assays import student_t_residual
 from twin.calibrate import describe_misfit, residual_trends
 from twin.calibrate._misfit import MIN_READINGS, RESIDUAL_TREND_COLUMNS, Z_SYSTEMATIC
 
@@ -78,3 +79,19 @@ def test_an_empty_or_older_table_gives_an_empty_trend():
     assert describe_misfit(trends) is None
     older = observations(np.random.default_rng(3)).drop(columns="censored")
     assert residual_trends(older)["readings"].sum() == len(older)
+
+
+def test_the_trend_averages_the_plain_miss_not_the_student_t_residual():
+    """Under Student-t residuals the likelihood's residual shrinks large misses; the trend is
+    taken of the standardized miss, so a shared 2-SD miss reads as 2 SDs, not less."""
+    rng = np.random.default_rng(4)
+    table = observations(rng, shift={("viability", 5): 2.0})
+    table["standardized_residual"] = table["scaled_residual"]
+    table["scaled_residual"] = np.asarray(
+        student_t_residual(table["scaled_residual"].to_numpy(), 3.0)
+    )
+    day5 = residual_trends(table).set_index(["variable", "time_h"]).loc[("viability", 120.0)]
+    expected = table.query("variable == 'viability' and time_h == 120.0")["standardized_residual"]
+    assert day5["mean_scaled_residual"] == expected.mean()
+    shrunk = residual_trends(table.drop(columns="standardized_residual"))  # an older table
+    assert shrunk.set_index(["variable", "time_h"]).loc[("viability", 120.0), "z"] < day5["z"]

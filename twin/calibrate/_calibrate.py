@@ -16,6 +16,7 @@ from .._errors import TwinInputError
 from ..assays import (
     MEASURED_VARIABLES,
     AssayNoise,
+    assay_residual,
     censored,
     predicted_from_residual,
     to_assay_scale,
@@ -473,20 +474,34 @@ def _observations(
     result: LMResult, problem: CalibrationProblem, noise_sd: np.ndarray, spec: ModelSpec
 ) -> pd.DataFrame:
     """Measured vs fitted values, one row per measurement (natural units); ``censored`` marks
-    readings at or below their detection limit."""
+    readings at or below their detection limit. ``scaled_residual`` is the likelihood's
+    residual (Student-t transformed, or a censored reading's tail, when so configured);
+    ``standardized_residual`` the plain miss on the assay scale in noise SDs (NaN where
+    censored), which is what an average over runs should be taken of."""
     scaled = _scaled_data_residuals(result, problem)
     arrays = problem.arrays
     index = np.nonzero(np.asarray(arrays.mask))
     run, time, variable = index
+    observed = np.asarray(arrays.observed)
+    predicted = _predicted(result, problem, noise_sd, spec)
+    standardized = np.stack(
+        [
+            np.asarray(assay_residual(v, observed[..., j], predicted[..., j])) / noise_sd[j]
+            for j, v in enumerate(MEASURED_VARIABLES)
+        ],
+        axis=-1,
+    )
+    is_censored = _censored(problem, spec)
     return pd.DataFrame(
         {
             "run_id": np.asarray(problem.run_ids)[run],
             "time_h": np.asarray(arrays.time_h)[run, time],
             "variable": np.asarray(MEASURED_VARIABLES)[variable],
-            "observed": np.asarray(arrays.observed)[index],
-            "predicted": _predicted(result, problem, noise_sd, spec)[index],
+            "observed": observed[index],
+            "predicted": predicted[index],
             "scaled_residual": scaled[index],
-            "censored": _censored(problem, spec)[index],
+            "standardized_residual": np.where(is_censored, np.nan, standardized)[index],
+            "censored": is_censored[index],
         }
     )
 

@@ -1,6 +1,6 @@
 """Systematic misfit in time: where a fit's residuals share a sign across runs.
 
-A well-specified model leaves each reading's scaled residual (observed minus fitted, in noise
+A well-specified model leaves each reading's standardized residual (observed minus fitted, in noise
 SDs) centred on 0 and independent of culture time. When a rate law has the wrong form, every
 run misses the same way at the same age. On the mismatch bench's ``signal`` plant, averaged
 over the 36 training runs with each donor's own effects, the fitted viable count was 8 % high
@@ -31,18 +31,31 @@ RESIDUAL_TREND_COLUMNS = (
 )
 
 
+def standardized_residuals(observations: pd.DataFrame) -> pd.Series:
+    """Each reading's miss (observed minus fitted on the assay scale, in noise SDs): the
+    ``standardized_residual`` column of a calibration's table. A table written before that
+    column existed has only ``scaled_residual``, the same thing unless the fit used
+    Student-t residuals (which shrink large misses)."""
+    if "standardized_residual" in observations:
+        return observations["standardized_residual"]
+    return observations["scaled_residual"]
+
+
 def residual_trends(observations: pd.DataFrame, time_bin_h: float = TIME_BIN_H) -> pd.DataFrame:
     """Per assay and time bin (centres at multiples of ``time_bin_h``): how many uncensored
-    readings, their mean scaled residual, ``z`` = mean x sqrt(readings), and ``systematic``
-    (``|z| > Z_SYSTEMATIC`` with at least ``MIN_READINGS`` readings). ``observations`` is a
-    calibration's table (``variable``, ``time_h``, ``scaled_residual``, ``censored``)."""
+    readings, their mean standardized residual (:func:`standardized_residuals`; the column
+    keeps its first name, ``mean_scaled_residual``), ``z`` = mean x sqrt(readings), and
+    ``systematic`` (``|z| > Z_SYSTEMATIC`` with at least ``MIN_READINGS`` readings).
+    ``observations`` is a calibration's table (``variable``, ``time_h``, the residuals,
+    ``censored``)."""
     # A table without ``censored`` (written before censoring) has no censored readings.
     censored = observations.get("censored", pd.Series(False, index=observations.index))
     uncensored = observations.loc[~censored.astype(bool)]
     binned = uncensored.assign(
-        time_h=np.round(uncensored["time_h"].to_numpy(float) / time_bin_h) * time_bin_h
+        time_h=np.round(uncensored["time_h"].to_numpy(float) / time_bin_h) * time_bin_h,
+        residual=standardized_residuals(uncensored),
     )
-    grouped = binned.groupby(["variable", "time_h"], sort=True)["scaled_residual"]
+    grouped = binned.groupby(["variable", "time_h"], sort=True)["residual"]
     table = grouped.agg(readings="size", mean_scaled_residual="mean").reset_index()
     table["z"] = table["mean_scaled_residual"] * np.sqrt(table["readings"])
     table["systematic"] = (table["z"].abs() > Z_SYSTEMATIC) & (table["readings"] >= MIN_READINGS)

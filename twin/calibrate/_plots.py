@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..assays import ASSAY_SCALES, MEASURED_VARIABLES
 from ..data import MEASUREMENT_UNITS
-from ._misfit import residual_trends
+from ._misfit import residual_trends, standardized_residuals
 from ._result import Calibration
 
 
@@ -114,8 +114,9 @@ def plot_fits(
 
 
 def plot_residuals(calibration: Calibration) -> plt.Figure:
-    """Scaled residuals (observed - fitted, in noise SDs) by assay and against time, with
-    their mean over runs per day (:func:`~._misfit.residual_trends`)."""
+    """The likelihood's scaled residuals by assay (left), and the misses (observed - fitted,
+    in noise SDs) against time with their mean over runs per day (right;
+    :func:`~._misfit.residual_trends`)."""
     observations = calibration.observations
     present = [v for v in MEASURED_VARIABLES if (observations["variable"] == v).any()]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
@@ -133,7 +134,7 @@ def plot_residuals(calibration: Calibration) -> plt.Figure:
         chosen = observations["variable"] == v
         (dots,) = right.plot(
             observations.loc[chosen, "time_h"],
-            observations.loc[chosen, "scaled_residual"],
+            standardized_residuals(observations.loc[chosen]),
             ".",
             ms=3,
             alpha=0.4,

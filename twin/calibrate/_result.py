@@ -41,7 +41,9 @@ class Calibration:
     - ``structure``, ``solver``: the model structure and ODE settings the fit used.
     - ``objective``: ``0.5 |r|^2`` at the estimate; ``n_observations``: measured values used.
     - ``observations``: one row per measurement (``run_id, time_h, variable, observed,
-      predicted, scaled_residual``; predicted in natural units).
+      predicted, scaled_residual, standardized_residual, censored``; predicted in natural
+      units; ``scaled_residual`` is the likelihood's residual, ``standardized_residual`` the
+      plain miss on the assay scale in noise SDs, NaN where censored).
     - ``diagnostics``: one row per optimizer run (noise round, start, objective, steps,
       gradient norm, convergence, failed runs, wall time).
     - ``profiles``: profile-likelihood points (``parameter, value_unconstrained, value,
