@@ -16,6 +16,7 @@ from twin.plants._bench import (
     format_table,
     method_rows,
     metrics,
+    plot_validity,
     summary_table,
 )
 from twin.plants._compare import format_changes, paired_changes, ratio_intervals
@@ -203,6 +204,11 @@ def test_twin_oracle_interval_resamples_runs_within_draws():
     table = summary_table(two.assign(covered=True), {})
     assert table["twin/oracle_upper_90"].tolist() == pytest.approx([2.0, 2.0, 2.0])
     assert "2.00 (2.00-2.00)" in format_table(table)
+    figure = plot_validity(table, two.assign(covered=True))
+    assert len(figure.axes) == 3  # MRE bars, forecast vs measured, the ratio against the bar
+    labels = [t.get_text() for t in figure.axes[2].get_yticklabels()]
+    assert labels == ["p1", "p2", "mean over plants"]  # top to bottom, as in the table
+    assert list(figure.axes[2].get_yticks()) == [2, 1, 0]
 
 
 def test_paired_changes_against_another_bench_run():

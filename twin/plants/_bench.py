@@ -289,10 +289,15 @@ def _ratio_text(row: dict) -> str:
 
 
 def plot_validity(table: pd.DataFrame, results: pd.DataFrame):
-    """Bars of MRE per bench and method; predicted vs measured viable CAR+ cells."""
+    """Bars of MRE per bench and method; predicted vs measured viable CAR+ cells; with an
+    oracle, twin/oracle per bench with its bootstrap 90 % interval against the 1.2x bar."""
     import matplotlib.pyplot as plt
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    ratio = "twin/oracle" in table
+    fig, axes = plt.subplots(
+        1, 3 if ratio else 2, figsize=(17 if ratio else 12, 4.5), layout="constrained"
+    )
+    ax, ax2 = axes[:2]
     benches = table["bench"].tolist()
     methods = [m for m in METHODS if f"{m}_mre" in table]
     width = 0.8 / max(len(methods), 1)
@@ -313,7 +318,26 @@ def plot_validity(table: pd.DataFrame, results: pd.DataFrame):
     ax2.set_xlabel("measured at harvest")
     ax2.set_ylabel("forecast (median)")
     ax2.legend()
+    if ratio:
+        _plot_ratio(axes[2], table)
     return fig
+
+
+def _plot_ratio(ax, table: pd.DataFrame) -> None:
+    """Twin/oracle per bench with its 90 % interval; the oracle (1x) and the bar (1.2x)."""
+    shown = table[np.isfinite(table["twin/oracle"].astype(float))]
+    y = np.arange(len(shown))[::-1]
+    value = shown["twin/oracle"].to_numpy(float)
+    lower = shown.get("twin/oracle_lower_90", shown["twin/oracle"]).to_numpy(float)
+    upper = shown.get("twin/oracle_upper_90", shown["twin/oracle"]).to_numpy(float)
+    known = np.isfinite(lower) & np.isfinite(upper)
+    bars = np.maximum(np.where(known, [value - lower, upper - value], 0.0), 0.0)
+    ax.errorbar(value, y, xerr=bars, fmt="o", color="C0", capsize=3)
+    ax.axvline(1.0, color="0.5", lw=0.8, label="the oracle (the floor)")
+    ax.axvline(1.2, color="C3", lw=0.8, ls="--", label="1.2x the oracle (issue 13's bar)")
+    ax.set_yticks(y, shown["bench"])
+    ax.set_xlabel("twin MRE / oracle MRE (90 % bootstrap interval)")
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def read_pair(train_dir: Path, test_dir: Path) -> tuple[RunData, RunData]:
