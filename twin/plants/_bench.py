@@ -18,7 +18,7 @@ from .._atomic import atomic_path
 from ..data import RunData, read_run_data
 from ..forecast._backtest import data_fingerprint
 from ..forecast._io import observed_at_harvest
-from ._compare import MEAN_ROW, ratio_intervals, run_key
+from ._compare import EXAMPLE, MEAN_ROW, ratio_intervals, run_key
 from ._generate import generate
 from ._oracle import PlantModel, ProcessModel, oracle_forecast_run
 from ._registry import get_plant
@@ -190,7 +190,7 @@ def summary_table(results: pd.DataFrame, converged: dict[str, bool | None]) -> p
         row["converged"] = converged.get(bench)
         rows.append(row)
     table = pd.DataFrame(rows)
-    plants = table[table["bench"] != "example"]
+    plants = table[table["bench"] != EXAMPLE]
     if len(plants) > 1:
         mean = plants.drop(columns=["bench", "converged"]).mean(numeric_only=True)
         mean_row = {"bench": MEAN_ROW, **mean.to_dict()}

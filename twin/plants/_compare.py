@@ -14,7 +14,7 @@ import pandas as pd
 from twin._errors import TwinInputError
 
 MEAN_ROW = "mean over plants"  # as in the bench's summary table
-_PLANTS_ONLY = "example"  # the shipped example is left out of the mean over plants
+EXAMPLE = "example"  # the shipped example: not a plant, left out of the mean over plants
 
 
 def run_key(results: pd.DataFrame) -> list[str]:
@@ -62,7 +62,7 @@ def ratio_intervals(
             den = np.nanmean(errors[denominator].to_numpy(float)[picks], axis=1)
         per_bench[str(bench)] = (num, den)
     out = {b: _interval(num, den, quantiles) for b, (num, den) in per_bench.items()}
-    plants = [b for b in per_bench if b != _PLANTS_ONLY]
+    plants = [b for b in per_bench if b != EXAMPLE]
     if len(plants) > 1:
         num = np.mean([per_bench[b][0] for b in plants], axis=0)
         den = np.mean([per_bench[b][1] for b in plants], axis=0)
@@ -147,7 +147,7 @@ def paired_changes(results: pd.DataFrame, reference: pd.DataFrame, source: str) 
         )
     table = pd.DataFrame(rows)
     means = []
-    for method, part in table[table["bench"] != _PLANTS_ONLY].groupby("method", sort=False):
+    for method, part in table[table["bench"] != EXAMPLE].groupby("method", sort=False):
         if len(part) < 2:
             continue
         mean = part.drop(columns=["bench", "method"]).mean().to_dict()
