@@ -175,9 +175,10 @@ def summary_table(results: pd.DataFrame, converged: dict[str, bool | None]) -> p
     """One row per bench (plus the mean over plants, the example left out of it): per method
     ``<method>_mre, _median_re, _bias, _coverage_90``, ``twin/oracle`` with its bootstrap
     90 % interval (``twin/oracle_lower_90``, ``twin/oracle_upper_90``) and ``converged``."""
+    key = run_key(results)
     rows = []
     for bench, part in results.groupby("bench", sort=False):
-        row = {"bench": bench, "runs": len(part[run_key(results)].drop_duplicates())}
+        row = {"bench": bench, "runs": len(part[key].drop_duplicates())}
         for method in METHODS:
             mine = part[part["method"] == method]
             if mine.empty:
@@ -328,8 +329,8 @@ def _plot_ratio(ax, table: pd.DataFrame) -> None:
     shown = table[np.isfinite(table["twin/oracle"].astype(float))]
     y = np.arange(len(shown))[::-1]
     value = shown["twin/oracle"].to_numpy(float)
-    lower = shown.get("twin/oracle_lower_90", shown["twin/oracle"]).to_numpy(float)
-    upper = shown.get("twin/oracle_upper_90", shown["twin/oracle"]).to_numpy(float)
+    lower = shown["twin/oracle_lower_90"].to_numpy(float)  # summary_table adds both
+    upper = shown["twin/oracle_upper_90"].to_numpy(float)
     known = np.isfinite(lower) & np.isfinite(upper)
     bars = np.maximum(np.where(known, [value - lower, upper - value], 0.0), 0.0)
     ax.errorbar(value, y, xerr=bars, fmt="o", color="C0", capsize=3)

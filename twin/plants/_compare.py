@@ -98,15 +98,14 @@ def paired_changes(results: pd.DataFrame, reference: pd.DataFrame, source: str) 
             "compare runs made with the same seed setting"
         )
     key = ["bench", "method", *run_key(results)]
-    missing = [
-        c for c in (*key, "observed", "median", "relative_error", "covered") if c not in reference
-    ]
+    compared = ["observed", "relative_error", "covered"]
+    missing = [c for c in (*key, *compared) if c not in reference]
     if missing:
         raise TwinInputError(
             f"compare_to={source}: no column(s) {missing}; is it a validity_runs.csv?"
         )
     merged = results.merge(
-        reference[[*key, "observed", "median", "relative_error", "covered"]],
+        reference[[*key, *compared]],
         on=key,
         how="left",
         suffixes=("", "_reference"),
