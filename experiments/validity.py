@@ -16,6 +16,9 @@ The bench is noisy (about a point of MRE per plant and draw), so the table gives
 with a bootstrap 90 % interval, and ``compare_to=<earlier run folder>`` prints and writes
 (``validity_paired.csv``) each MRE's change against that run, paired over the same held-out
 runs (mean ± standard error): the way to judge a setting against the defaults.
+``time_ahead=true`` also scores the twin's forecast of the viable count against each plant's
+true count from the last sample before the cut to harvest (``validity_time_ahead.csv``): is
+the miss in the state the forecast starts from, or in what comes after?
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ from twin._atomic import atomic_path
 from twin._cli import exit_on_input_error, resolve_user_path
 from twin.calibrate import calibration_from_config
 from twin.data import read_run_data, write_run_data
-from twin.forecast._backtest import calibrate_and_forecast, data_fingerprint
+from twin.forecast import forecast
+from twin.forecast._backtest import calibrate_and_forecast, calibrate_cached, data_fingerprint
+from twin.forecast._io import truncate
 from twin.plants import PLANTS, get_plant
 from twin.plants._bench import (
     METHODS,
@@ -60,6 +65,12 @@ from twin.plants._bench import (
 from twin.plants._compare import format_changes, paired_changes
 from twin.plants._oracle import PlantModel
 from twin.plants._spreadsheet import spreadsheet_forecast
+from twin.plants._time_ahead import (
+    format_time_ahead,
+    time_ahead_errors,
+    time_ahead_table,
+    true_viable_cells,
+)
 from twin.plants._twin_model import TwinModel
 from twin.plots import save_figure
 from twin.provenance import write_provenance
@@ -81,6 +92,13 @@ def _check(cfg: DictConfig) -> None:
         raise TwinInputError(f"horizon_h={cfg.horizon_h!r}: must be > 0")
     if not cfg.plants and not cfg.example:
         raise TwinInputError("nothing to do: plants=[] and example=false")
+    if cfg.time_ahead not in (True, False):
+        raise TwinInputError(f"time_ahead={cfg.time_ahead!r}: true or false")
+    if cfg.time_ahead and "twin" not in cfg.methods:
+        raise TwinInputError(
+            f"time_ahead=true scores the twin's forecasts, but methods={list(cfg.methods)} "
+            "leaves the twin out"
+        )
     seeds(cfg)
     reference_runs(cfg)
 
@@ -215,7 +233,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         write_provenance(out_dir, cfg, seed=cfg.seed)
         return _compare(cfg, out_dir, _run_draw(cfg, out_dir, root))
     write_provenance(out_dir, cfg, seed=None)  # each draw's folder records its own seed
-    frames, converged = [], {}
+    frames, converged, ahead = [], {}, []
     for seed in draws:
         if cfg.progress:
             log.info("draw seed=%d of %s", seed, draws)
@@ -228,6 +246,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         result = _run_draw(one, draw_dir, root / f"seed_{seed}")
         frames.append(result["results"].assign(seed=seed))
         converged[seed] = result["converged"]
+        if "time_ahead" in result:
+            ahead.append(result["time_ahead"].assign(seed=seed))
     results = pd.concat(frames, ignore_index=True)
     by_seed = by_seed_table(results, converged)
     with atomic_path(out_dir / "validity_by_seed.csv") as tmp:
@@ -238,6 +258,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         pooled[bench] = None if None in flags else all(flags)
     out = _write(out_dir, [results], pooled, cfg.horizon_h, figure=True)
     out |= {"by_seed": by_seed, "by_seed_text": format_by_seed(by_seed)}
+    out |= _write_time_ahead(out_dir, ahead)
     return _compare(cfg, out_dir, out)
 
 
@@ -275,7 +296,7 @@ def _run_draw(cfg: DictConfig, out_dir: Path, root: Path) -> dict:
     if cfg.example:
         benches.append(("example", *example_data(cfg, root)))
 
-    frames, converged = [], {}
+    frames, converged, ahead = [], {}, []
     for name, train_dir, test_dir, model in benches:
         train, test = read_run_data(train_dir), read_run_data(test_dir)
         truth = _true_harvest(test_dir)
@@ -302,9 +323,61 @@ def _run_draw(cfg: DictConfig, out_dir: Path, root: Path) -> dict:
                 log.info("the twin on %s (%d training runs)", name, len(train.run_ids))
             forecasts, converged[name] = _twin(cfg, name, train, test, out_dir, fit_settings)
             frames.append(method_rows("twin", forecasts, test, truth).assign(bench=name))
+            if cfg.time_ahead:
+                ahead.append(
+                    _time_ahead(cfg, name, train, test, test_dir, model, out_dir, fit_settings)
+                )
         _write(out_dir, frames, converged, cfg.horizon_h)  # the table so far, after each bench
 
-    return _write(out_dir, frames, converged, cfg.horizon_h, figure=True) | {"converged": converged}
+    out = _write(out_dir, frames, converged, cfg.horizon_h, figure=True)
+    return out | _write_time_ahead(out_dir, ahead) | {"converged": converged}
+
+
+def _fit_arguments(cfg, name: str, out_dir: Path, fit_settings: dict) -> dict:
+    """How the twin is calibrated on a bench's training runs (and where that is cached)."""
+    params, structure, solver = twin_config.model_from_config(cfg.model)
+    return {
+        "fit": calibration_from_config(cfg.fit),
+        "model_parameters": params,
+        "structure": structure,
+        "solver": solver,
+        "noise": twin_config.noise_from_config(cfg.noise),
+        "settings": twin_config.forecast_settings_from_config(cfg.forecast),
+        "seed": int(cfg.seed),
+        "cache_dir": out_dir / "calibrations" / name,
+        "fit_settings": fit_settings,
+    }
+
+
+def _time_ahead(
+    cfg, name, train, test, test_dir, model, out_dir, fit_settings
+) -> pd.DataFrame | None:
+    """The twin's forecast of the viable count against the true one at every sample from the
+    last visible one to harvest (:mod:`twin.plants._time_ahead`), from the bench's cached
+    calibration; ``None`` (said once) for a bench without its runs' true parameters."""
+    path = test_dir / "true_parameters.csv"
+    if not path.is_file():
+        log.info("time_ahead: %s has no %s: left out", name, path.name)
+        return None
+    arguments = _fit_arguments(cfg, name, out_dir, fit_settings)
+    calibration = calibrate_cached(train, **arguments)
+    truncated = truncate(test, list(test.run_ids), cfg.horizon_h)
+    downstream = twin_config.downstream_from_config(cfg.downstream)
+    result = forecast(calibration, truncated, downstream, arguments["settings"])
+    truth = true_viable_cells(model, test, pd.read_csv(path))
+    return time_ahead_errors(result, test, truth, cfg.horizon_h).assign(bench=name)
+
+
+def _write_time_ahead(out_dir: Path, frames) -> dict:
+    """``validity_time_ahead.csv`` (every run and sample) and its table, when there are any."""
+    frames = [f for f in frames if f is not None]
+    if not frames:
+        return {}
+    errors = pd.concat(frames, ignore_index=True)
+    with atomic_path(out_dir / "validity_time_ahead.csv") as tmp:
+        errors.to_csv(tmp, index=False)
+    table = time_ahead_table(errors)
+    return {"time_ahead": errors, "time_ahead_text": format_time_ahead(table)}
 
 
 def _twin(cfg, name, train, test, out_dir, fit_settings) -> tuple[pd.DataFrame, bool]:
@@ -327,21 +400,12 @@ def _twin(cfg, name, train, test, out_dir, fit_settings) -> tuple[pd.DataFrame, 
         converged, _, found = stamp.read_text().strip().partition(" ")
         if found == digest:
             return pd.read_csv(path), converged == "1"
-    params, structure, solver = twin_config.model_from_config(cfg.model)
     calibration, twin_rows = calibrate_and_forecast(
         train,
         test,
         cfg.horizon_h,
-        fit=calibration_from_config(cfg.fit),
-        model_parameters=params,
-        structure=structure,
-        solver=solver,
-        noise=twin_config.noise_from_config(cfg.noise),
         downstream=twin_config.downstream_from_config(cfg.downstream),
-        settings=twin_config.forecast_settings_from_config(cfg.forecast),
-        seed=int(cfg.seed),
-        cache_dir=out_dir / "calibrations" / name,
-        fit_settings=fit_settings,
+        **_fit_arguments(cfg, name, out_dir, fit_settings),
     )
     forecasts = pd.DataFrame(twin_rows)[["run_id", "median", "lower_90", "upper_90"]]
     converged = bool(calibration.converged)
@@ -376,7 +440,7 @@ def main(cfg: DictConfig) -> None:
         result = run(cfg, out_dir)
         print(f"viable CAR+ cells at harvest, forecast {cfg.horizon_h:g} h ahead")
         print(result["text"])
-        for extra in ("by_seed_text", "paired_text"):
+        for extra in ("by_seed_text", "time_ahead_text", "paired_text"):
             if extra in result:
                 print(result[extra])
         print(f"outputs: {out_dir}")

@@ -22,6 +22,12 @@ from twin.plants._bench import (
 from twin.plants._compare import format_changes, paired_changes, ratio_intervals
 from twin.plants._oracle import PlantModel, oracle_forecast_run
 from twin.plants._spreadsheet import spreadsheet_forecast
+from twin.plants._time_ahead import (
+    format_time_ahead,
+    time_ahead_errors,
+    time_ahead_table,
+    true_viable_cells,
+)
 from twin.process import ExchangeStep, Recipe
 
 
@@ -273,6 +279,9 @@ def test_validity_over_several_draws(tmp_path):
         for bad in ("seed=[3,3]", "seed=[]", "seed=x"):
             with pytest.raises(TwinInputError, match="seed="):
                 validity.seeds(compose("validity", overrides=[*overrides, bad]))
+        no_twin = compose("validity", overrides=[*overrides, "time_ahead=true"])
+    with pytest.raises(TwinInputError, match="time_ahead=true .*leaves the twin out"):
+        validity.run(no_twin, tmp_path / "no_twin")
     out = validity.run(both, tmp_path / "run")
     assert (tmp_path / "data" / "seed_3" / "signal" / "train").is_dir()
     pooled = pd.read_csv(tmp_path / "run" / "validity_runs.csv")
@@ -300,6 +309,51 @@ def test_validity_over_several_draws(tmp_path):
         validity.run(missing, tmp_path / "missing")
 
 
+def test_time_ahead_scores_the_forecast_against_the_true_count():
+    """The true count at each sample is the plant's own noise-free solve; each run's rows
+    start at its last sample before the cut; a forecast 10 % high errs by log 1.1 there and
+    after, an exact one by 0."""
+    from twin.forecast import Forecast
+    from twin.plants import base_recipe, simulate_dataset
+
+    plant = get_plant("cytokine")
+    recipe = base_recipe()  # daily samples to the harvest at 240 h
+    donors = plant.sample_donors(np.random.default_rng(1), 2)
+    data, true_parameters, _ = simulate_dataset(
+        plant, [recipe, recipe], donors, ["A", "B"], ["DA", "DB"], np.random.default_rng(2)
+    )
+    truth = true_viable_cells(PlantModel(plant), data, true_parameters)
+    for i, run_id in enumerate(("A", "B")):
+        events = recipe.events(capacity_ml=1000.0)
+        own = simulate_events(plant, events, donors[i])
+        expected = [sample["viable_cells"] for sample in own.samples]
+        assert truth[truth["run_id"] == run_id]["true_viable_cells"].tolist() == pytest.approx(
+            expected, rel=1e-9
+        )
+
+    grid = np.arange(0.0, 241.0, 6.0)
+    medians = []
+    for run_id, factor in (("A", 1.1), ("B", 1.0)):
+        own = truth[truth["run_id"] == run_id]
+        medians.append(factor * np.interp(grid, own["time_h"], own["true_viable_cells"]))
+    quantiles = np.repeat(np.stack(medians)[:, :, None], 5, axis=2)
+    forecast = Forecast(
+        table=pd.DataFrame(),
+        runs=pd.DataFrame({"run_id": ["A", "B"]}),
+        time_h=np.stack([grid, grid]),
+        quantiles={"viable_cells": quantiles},
+    )
+    errors = time_ahead_errors(forecast, data, truth, horizon_h=60.0)
+    assert errors["time_ahead_h"].unique().tolist() == [-12.0, 12.0, 36.0, 60.0]  # cut 180 h
+    by_run = errors.groupby("run_id")["log_error"]
+    assert by_run.min()["A"] == pytest.approx(np.log(1.1)) == by_run.max()["A"]
+    assert np.allclose(errors[errors["run_id"] == "B"]["log_error"], 0.0, atol=1e-12)
+    table = time_ahead_table(errors.assign(bench="cytokine"))
+    assert table["runs"].tolist() == [2, 2, 2, 2]
+    assert np.allclose(table["mean_abs_log_error"], np.log(1.1) / 2)
+    assert "+60 h" in format_time_ahead(table) and "cytokine" in format_time_ahead(table)
+
+
 @pytest.mark.slow
 def test_validity_run_smoke(tmp_path):
     """The experiment end to end on a tiny preset: one plant, the example, all three methods."""
@@ -320,6 +374,7 @@ def test_validity_run_smoke(tmp_path):
                 "oracle.max_nfev=3",
                 "oracle.processes=1",
                 "progress=false",
+                "time_ahead=true",
             ],
         )
     with open_dict(cfg):
@@ -334,6 +389,9 @@ def test_validity_run_smoke(tmp_path):
     assert (tmp_path / "run" / "resolved_config.yaml").is_file()
     runs = pd.read_csv(tmp_path / "run" / "validity_runs.csv")
     assert len(runs) == 3 * 4  # 2 test runs x 3 methods x 2 benches
+    ahead = pd.read_csv(tmp_path / "run" / "validity_time_ahead.csv")
+    assert set(ahead["bench"]) == {"signal", "example"}  # the example's truth is the twin's
+    assert np.isfinite(ahead["log_error"]).all() and (ahead["time_ahead_h"] <= 60).all()
     # A cached calibration is not reused under other forecast settings: its discrepancy was
     # learnt from forecasts made with them.
     settings = validity.calibration_settings(cfg)

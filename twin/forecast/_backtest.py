@@ -158,6 +158,40 @@ def backtest_metrics(results: pd.DataFrame, horizon_h: float) -> dict:
     }
 
 
+def calibrate_cached(
+    train: RunData,
+    *,
+    fit: CalibrationConfig,
+    model_parameters: KineticParameters,
+    structure: ModelStructure,
+    solver: SolverSettings,
+    noise: AssayNoise,
+    settings: ForecastSettings,
+    seed: int,
+    cache_dir: Path,
+    fit_settings: dict,
+    fold: int = 0,
+) -> Calibration:
+    """The calibration of ``train``, cached in ``cache_dir`` as fold ``fold`` (see
+    :func:`cached_calibration`; ``fit_settings`` is what the fit depends on besides the
+    data); its discrepancy is learnt forecasting as ``settings`` will."""
+
+    def fit_train(data: RunData) -> Calibration:
+        return calibrate(
+            data,
+            fit,
+            model_parameters=model_parameters,
+            structure=structure,
+            solver=solver,
+            noise=noise,
+            seed=seed,
+            progress=False,
+            forecast_settings=settings,
+        )
+
+    return cached_calibration(cache_dir, fold, train, fit_settings, fit_train)
+
+
 def calibrate_and_forecast(
     train: RunData,
     test: RunData,
@@ -176,29 +210,25 @@ def calibrate_and_forecast(
     fold: int = 0,
     test_runs: list[str] | None = None,
 ) -> tuple[Calibration, list[dict]]:
-    """Calibrate on ``train`` (cached in ``cache_dir`` as fold ``fold``, see
-    :func:`cached_calibration`; ``fit_settings`` is what the fit depends on besides the data),
-    then forecast each finished run of ``test`` (or ``test_runs``) from its data up to
-    ``horizon_h`` before harvest.
+    """Calibrate on ``train`` (:func:`calibrate_cached`), then forecast each finished run of
+    ``test`` (or ``test_runs``) from its data up to ``horizon_h`` before harvest.
 
     **Returns:** the calibration and the backtest rows (:func:`fold_rows`).
     """
     observed = observed_at_harvest(test).set_index("run_id")["observed"]
     runs = [r for r in (test.run_ids if test_runs is None else test_runs) if r in observed]
-
-    def fit_train(data: RunData) -> Calibration:
-        return calibrate(
-            data,
-            fit,
-            model_parameters=model_parameters,
-            structure=structure,
-            solver=solver,
-            noise=noise,
-            seed=seed,
-            progress=False,
-            forecast_settings=settings,
-        )
-
-    calibration = cached_calibration(cache_dir, fold, train, fit_settings, fit_train)
+    calibration = calibrate_cached(
+        train,
+        fit=fit,
+        model_parameters=model_parameters,
+        structure=structure,
+        solver=solver,
+        noise=noise,
+        settings=settings,
+        seed=seed,
+        cache_dir=cache_dir,
+        fit_settings=fit_settings,
+        fold=fold,
+    )
     result = forecast(calibration, truncate(test, runs, horizon_h), downstream, settings)
     return calibration, fold_rows(result.table, observed, test, fold, calibration.noise)
