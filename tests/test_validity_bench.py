@@ -330,6 +330,8 @@ def test_time_ahead_scores_the_forecast_against_the_true_count():
         assert truth[truth["run_id"] == run_id]["true_viable_cells"].tolist() == pytest.approx(
             expected, rel=1e-9
         )
+    only_a = true_parameters[true_parameters["run_id"] == "A"]  # B's truth unknown: left out
+    assert set(true_viable_cells(PlantModel(plant), data, only_a)["run_id"]) == {"A"}
 
     grid = np.arange(0.0, 241.0, 6.0)
     medians = []

@@ -9,6 +9,8 @@ run-level freedom, anchoring); one whose miss grows with time ahead needs better
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
@@ -19,6 +21,8 @@ from ._assays import relative_sd
 from ._generate import events_from_table
 from ._oracle import ProcessModel
 
+log = logging.getLogger(__name__)
+
 VARIABLE = "viable_cells"
 COLUMNS = ("run_id", "time_h", "time_ahead_h", "true_viable_cells", "median", "log_error")
 
@@ -28,19 +32,23 @@ def true_viable_cells(
 ) -> pd.DataFrame:
     """``run_id, time_h, true_viable_cells`` at every time a run was sampled, from the
     process's own equations with that run's true donor parameters (``true_parameters.csv``:
-    ``run_id``, ``donor_id``, one column per parameter). A run whose solve fails is left out."""
+    ``run_id``, ``donor_id``, one column per parameter). A run without true parameters or
+    samples, or whose solve fails, is left out, and the log names it."""
     parameters = true_parameters.drop(columns=["donor_id"], errors="ignore").set_index("run_id")
-    rows = []
+    rows, left_out = [], []
     for run_id in test.run_ids:
-        if run_id not in parameters.index:
-            continue
         events = events_from_table(test.events[test.events["run_id"] == run_id])
         times = sorted({e.time_h for e in events if e.operation == "sample"})
-        p = {name: float(value) for name, value in parameters.loc[run_id].items()}
-        observed = model.observe(events, p, times) if times else None
+        observed = None
+        if run_id in parameters.index and times:
+            p = {name: float(value) for name, value in parameters.loc[run_id].items()}
+            observed = model.observe(events, p, times)
         if observed is None:
+            left_out.append(run_id)
             continue
         rows += [(run_id, t, observed[t][VARIABLE]) for t in times]
+    if left_out:
+        log.warning("%s: no true count for runs %s (left out)", model.name, left_out)
     return pd.DataFrame(rows, columns=["run_id", "time_h", "true_viable_cells"])
 
 
