@@ -18,7 +18,9 @@ with a bootstrap 90 % interval, and ``compare_to=<earlier run folder>`` prints a
 runs (mean ± standard error): the way to judge a setting against the defaults.
 ``time_ahead=true`` also scores the twin's forecast of the viable count against each plant's
 true count from the last sample before the cut to harvest (``validity_time_ahead.csv``): is
-the miss in the state the forecast starts from, or in what comes after?
+the miss in the state the forecast starts from, or in what comes after? Where the twin and
+the oracle both ran, ``validity_drivers.csv`` says which true traits of the held-out runs
+(donor parameters, harvest time) the twin's departure from the oracle follows.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from twin.plants._bench import (
     summary_table,
 )
 from twin.plants._compare import format_changes, paired_changes
+from twin.plants._drivers import error_drivers, format_drivers, run_traits
 from twin.plants._oracle import PlantModel
 from twin.plants._spreadsheet import spreadsheet_forecast
 from twin.plants._time_ahead import (
@@ -233,7 +236,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         write_provenance(out_dir, cfg, seed=cfg.seed)
         return _compare(cfg, out_dir, _run_draw(cfg, out_dir, root))
     write_provenance(out_dir, cfg, seed=None)  # each draw's folder records its own seed
-    frames, converged, ahead = [], {}, []
+    frames, converged, ahead, traits = [], {}, [], []
     for seed in draws:
         if cfg.progress:
             log.info("draw seed=%d of %s", seed, draws)
@@ -248,6 +251,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         converged[seed] = result["converged"]
         if "time_ahead" in result:
             ahead.append(result["time_ahead"].assign(seed=seed))
+        traits += [t.assign(seed=seed) for t in result["traits"]]
     results = pd.concat(frames, ignore_index=True)
     by_seed = by_seed_table(results, converged)
     with atomic_path(out_dir / "validity_by_seed.csv") as tmp:
@@ -259,6 +263,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     out = _write(out_dir, [results], pooled, cfg.horizon_h, figure=True)
     out |= {"by_seed": by_seed, "by_seed_text": format_by_seed(by_seed)}
     out |= _write_time_ahead(out_dir, ahead)
+    out |= _write_drivers(out_dir, results, traits)
     return _compare(cfg, out_dir, out)
 
 
@@ -296,10 +301,13 @@ def _run_draw(cfg: DictConfig, out_dir: Path, root: Path) -> dict:
     if cfg.example:
         benches.append(("example", *example_data(cfg, root)))
 
-    frames, converged, ahead = [], {}, []
+    frames, converged, ahead, traits = [], {}, [], []
     for name, train_dir, test_dir, model in benches:
         train, test = read_run_data(train_dir), read_run_data(test_dir)
         truth = _true_harvest(test_dir)
+        if (test_dir / "true_parameters.csv").is_file():
+            true_parameters = pd.read_csv(test_dir / "true_parameters.csv")
+            traits.append(run_traits(test, true_parameters).assign(bench=name))
         if "spreadsheet" in cfg.methods:
             sheet = spreadsheet_forecast(train, test, cfg.horizon_h)
             frames.append(method_rows("spreadsheet", sheet, test, truth).assign(bench=name))
@@ -330,7 +338,22 @@ def _run_draw(cfg: DictConfig, out_dir: Path, root: Path) -> dict:
         _write(out_dir, frames, converged, cfg.horizon_h)  # the table so far, after each bench
 
     out = _write(out_dir, frames, converged, cfg.horizon_h, figure=True)
-    return out | _write_time_ahead(out_dir, ahead) | {"converged": converged}
+    out |= _write_time_ahead(out_dir, ahead) | _write_drivers(out_dir, out.get("results"), traits)
+    return out | {"converged": converged, "traits": traits}
+
+
+def _write_drivers(out_dir: Path, results: pd.DataFrame | None, traits: list) -> dict:
+    """``validity_drivers.csv``: which true traits of the held-out runs the twin's departure
+    from the oracle follows (:mod:`twin.plants._drivers`), when both ran on a bench with
+    known truth."""
+    if not traits or results is None:
+        return {}
+    drivers = error_drivers(results, pd.concat(traits, ignore_index=True))
+    if drivers.empty:
+        return {}
+    with atomic_path(out_dir / "validity_drivers.csv") as tmp:
+        drivers.to_csv(tmp, index=False)
+    return {"drivers": drivers, "drivers_text": format_drivers(drivers)}
 
 
 def _fit_arguments(cfg, name: str, out_dir: Path, fit_settings: dict) -> dict:
@@ -440,7 +463,7 @@ def main(cfg: DictConfig) -> None:
         result = run(cfg, out_dir)
         print(f"viable CAR+ cells at harvest, forecast {cfg.horizon_h:g} h ahead")
         print(result["text"])
-        for extra in ("by_seed_text", "time_ahead_text", "paired_text"):
+        for extra in ("by_seed_text", "time_ahead_text", "drivers_text", "paired_text"):
             if extra in result:
                 print(result[extra])
         print(f"outputs: {out_dir}")

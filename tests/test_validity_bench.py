@@ -20,6 +20,7 @@ from twin.plants._bench import (
     summary_table,
 )
 from twin.plants._compare import format_changes, paired_changes, ratio_intervals
+from twin.plants._drivers import error_drivers, format_drivers, run_traits
 from twin.plants._oracle import PlantModel, oracle_forecast_run
 from twin.plants._spreadsheet import spreadsheet_forecast
 from twin.plants._time_ahead import (
@@ -290,6 +291,7 @@ def test_validity_over_several_draws(tmp_path):
     by_seed = pd.read_csv(tmp_path / "run" / "validity_by_seed.csv")
     assert by_seed["seed"].tolist() == [3, 4]
     assert (tmp_path / "run" / "seed_4" / "validity.csv").is_file()
+    assert not (tmp_path / "run" / "validity_drivers.csv").exists()  # no twin, no oracle
     draw = pd.read_csv(tmp_path / "run" / "seed_4" / "validity_runs.csv")
     own = validity.run(alone, tmp_path / "alone")["results"]  # seed 4 drawn again, alone
     assert np.allclose(own["median"].to_numpy(), draw["median"].to_numpy())
@@ -356,6 +358,55 @@ def test_time_ahead_scores_the_forecast_against_the_true_count():
     assert "+60 h" in format_time_ahead(table) and "cytokine" in format_time_ahead(table)
 
 
+def test_drivers_rank_the_traits_the_twin_departs_from_the_oracle_with():
+    """log(twin / oracle) rising with one trait gives Spearman +1 (significant, listed
+    first); another trait, a fixed permutation, gives the closed form 1 - 6 sum d^2 /
+    (n (n^2 - 1)); a constant trait is left out; a failed twin run is not counted; runs are
+    matched by draw, not by name alone."""
+    n = 12
+    shuffled = np.array([3, 0, 7, 1, 11, 5, 9, 2, 10, 4, 8, 6])  # ranks of trait B
+    rows, traits = [], []
+    for seed in (0, 1):  # the same run ids in both draws
+        for i in range(n):
+            run_id, k = f"R{i:02d}", i + n * seed
+            oracle, departure = 1e9 * (1 + i % 3), np.exp(0.05 * k)
+            twin = np.nan if (seed, i) == (1, 5) else oracle * departure
+            for method, median in (("twin", twin), ("oracle", oracle)):
+                rows.append((seed, "p", method, run_id, oracle, median))
+            traits.append((seed, "p", run_id, float(k) ** 3, shuffled[i] + n * seed, 7.0))
+    results = pd.DataFrame(
+        rows, columns=["seed", "bench", "method", "run_id", "observed", "median"]
+    )
+    table = error_drivers(
+        results, pd.DataFrame(traits, columns=["seed", "bench", "run_id", "a", "b", "c"])
+    )
+    assert table["trait"].tolist() == ["a", "b"]  # c never varies
+    first = table.iloc[0]
+    assert first["runs"] == 2 * n - 1 and first["spearman_twin_over_oracle"] == pytest.approx(1.0)
+    assert first["significant"] and first["p_value"] < 1e-6
+    assert first["spearman_twin_error"] == pytest.approx(1.0)  # observed = oracle's median
+    assert np.isnan(first["spearman_oracle_error"])  # the oracle's error never varies
+    # Trait b against the departure's ranks (i, draw by draw; run R05 of draw 1 failed).
+    b = np.concatenate([shuffled, np.delete(shuffled + 12, 5)])
+    i = np.concatenate([np.arange(n), np.delete(np.arange(n) + 12, 5)])
+    d = pd.Series(b).rank().to_numpy() - pd.Series(i).rank().to_numpy()
+    m = len(b)
+    expected = 1 - 6 * np.sum(d**2) / (m * (m**2 - 1))
+    assert table.iloc[1]["spearman_twin_over_oracle"] == pytest.approx(expected)
+    text = format_drivers(table)
+    assert "p (23 runs): a +1.00* (+1.00, n/a)" in text
+    # Without the oracle there is nothing to compare.
+    assert error_drivers(results[results["method"] == "twin"], table).empty
+    # run_traits: the true parameters and the recorded harvest time.
+    data = _runs({"A": (216.0, {24.0: 1e8}, {}), "B": (168.0, {24.0: 1e8}, {})})
+    truth = pd.DataFrame({"run_id": ["A", "B"], "donor_id": ["DA", "DB"], "k": [1.0, 2.0]})
+    assert run_traits(data, truth).to_dict("list") == {
+        "run_id": ["A", "B"],
+        "k": [1.0, 2.0],
+        "harvest_time_h": [216.0, 168.0],
+    }
+
+
 @pytest.mark.slow
 def test_validity_run_smoke(tmp_path):
     """The experiment end to end on a tiny preset: one plant, the example, all three methods."""
@@ -394,6 +445,9 @@ def test_validity_run_smoke(tmp_path):
     ahead = pd.read_csv(tmp_path / "run" / "validity_time_ahead.csv")
     assert set(ahead["bench"]) == {"signal", "example"}  # the example's truth is the twin's
     assert np.isfinite(ahead["log_error"]).all() and (ahead["time_ahead_h"] <= 60).all()
+    drivers = pd.read_csv(tmp_path / "run" / "validity_drivers.csv")
+    assert set(drivers["bench"]) == {"signal", "example"} and (drivers["runs"] == 2).all()
+    assert drivers["spearman_twin_over_oracle"].abs().max() <= 1.0
     # A cached calibration is not reused under other forecast settings: its discrepancy was
     # learnt from forecasts made with them.
     settings = validity.calibration_settings(cfg)
