@@ -358,7 +358,7 @@ def test_time_ahead_scores_the_forecast_against_the_true_count():
     assert "+60 h" in format_time_ahead(table) and "cytokine" in format_time_ahead(table)
 
 
-def test_drivers_rank_the_traits_the_twin_departs_from_the_oracle_with():
+def test_drivers_rank_the_traits_the_twin_departs_from_the_oracle_with(caplog):
     """log(twin / oracle) rising with one trait gives Spearman +1 (significant, listed
     first); another trait, a fixed permutation, gives the closed form 1 - 6 sum d^2 /
     (n (n^2 - 1)); a constant trait is left out; a failed twin run is not counted; runs are
@@ -373,14 +373,15 @@ def test_drivers_rank_the_traits_the_twin_departs_from_the_oracle_with():
             twin = np.nan if (seed, i) == (1, 5) else oracle * departure
             for method, median in (("twin", twin), ("oracle", oracle)):
                 rows.append((seed, "p", method, run_id, oracle, median))
-            traits.append((seed, "p", run_id, float(k) ** 3, shuffled[i] + n * seed, 7.0))
+            unknown = np.nan if k == 3 else float(k)
+            traits.append((seed, "p", run_id, float(k) ** 3, shuffled[i] + n * seed, 7.0, unknown))
     results = pd.DataFrame(
         rows, columns=["seed", "bench", "method", "run_id", "observed", "median"]
     )
-    table = error_drivers(
-        results, pd.DataFrame(traits, columns=["seed", "bench", "run_id", "a", "b", "c"])
-    )
-    assert table["trait"].tolist() == ["a", "b"]  # c never varies
+    columns = ["seed", "bench", "run_id", "a", "b", "c", "d"]
+    table = error_drivers(results, pd.DataFrame(traits, columns=columns))
+    assert table["trait"].tolist() == ["a", "b"]  # c never varies; d is not known for R03
+    assert "['d'] not known for every run" in caplog.text
     first = table.iloc[0]
     assert first["runs"] == 2 * n - 1 and first["spearman_twin_over_oracle"] == pytest.approx(1.0)
     assert first["significant"] and first["p_value"] < 1e-6

@@ -13,6 +13,8 @@ so the significance mark is Bonferroni's (p below 0.05 / traits).
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
@@ -32,6 +34,8 @@ COLUMNS = (
 )
 _ALPHA = 0.05
 
+log = logging.getLogger(__name__)
+
 
 def run_traits(test: RunData, true_parameters: pd.DataFrame) -> pd.DataFrame:
     """``run_id``, each true parameter and ``harvest_time_h`` (recorded) per held-out run."""
@@ -45,7 +49,8 @@ def error_drivers(results: pd.DataFrame, traits: pd.DataFrame) -> pd.DataFrame:
     bench. ``results``: ``validity_runs.csv`` rows (``bench, method, run_id, observed,
     median``, and ``seed`` with several draws); ``traits``: :func:`run_traits` rows with
     ``bench`` (and ``seed``). Runs where the twin or the oracle failed, or no trait is known,
-    are not counted (``runs`` says how many were); a trait that does not vary is left out."""
+    are not counted (``runs`` says how many were); a trait that does not vary is left out, and
+    one not known for every counted run too (the log names it)."""
     keys = ["bench", "run_id"] + (["seed"] if "seed" in results and "seed" in traits else [])
     methods = results[results["method"].isin(("twin", "oracle"))]
     median = methods.pivot_table(index=keys, columns="method", values="median", dropna=False)
@@ -62,14 +67,13 @@ def error_drivers(results: pd.DataFrame, traits: pd.DataFrame) -> pd.DataFrame:
     runs = runs[np.isfinite(runs["twin_over_oracle"])].merge(traits, on=keys)
     rows = []
     for bench, own in runs.groupby("bench", sort=False):
-        candidates = [
-            c
-            for c in traits.columns
-            if c not in keys
-            and pd.api.types.is_numeric_dtype(own[c])
-            and own[c].notna().all()
-            and own[c].nunique() > 1
+        numeric = [
+            c for c in traits.columns if c not in keys and pd.api.types.is_numeric_dtype(own[c])
         ]
+        unknown = [c for c in numeric if own[c].isna().any()]
+        if unknown:
+            log.warning("drivers: %s: %s not known for every run (left out)", bench, unknown)
+        candidates = [c for c in numeric if c not in unknown and own[c].nunique() > 1]
         for trait in candidates:
             rho, p = spearmanr(own[trait], own["twin_over_oracle"])
             rows.append(
