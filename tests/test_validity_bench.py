@@ -396,6 +396,15 @@ def test_drivers_rank_the_traits_the_twin_departs_from_the_oracle_with(caplog):
     assert table.iloc[1]["spearman_twin_over_oracle"] == pytest.approx(expected)
     text = format_drivers(table)
     assert "p (23 runs): a +1.00* (+1.00, n/a)" in text
+    # Benches keep the order of the results (the table's), not the alphabet's.
+    other = results.assign(bench="a_plant")
+    both = error_drivers(
+        pd.concat([results, other]),
+        pd.concat(
+            [pd.DataFrame(traits, columns=columns).assign(bench=b) for b in ("p", "a_plant")]
+        ),
+    )
+    assert both["bench"].unique().tolist() == ["p", "a_plant"]
     # Without the oracle there is nothing to compare.
     assert error_drivers(results[results["method"] == "twin"], table).empty
     # run_traits: the true parameters and the recorded harvest time.

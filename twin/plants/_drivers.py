@@ -45,12 +45,13 @@ def run_traits(test: RunData, true_parameters: pd.DataFrame) -> pd.DataFrame:
 
 
 def error_drivers(results: pd.DataFrame, traits: pd.DataFrame) -> pd.DataFrame:
-    """One row per bench and trait (:data:`COLUMNS`), strongest departure first within a
-    bench. ``results``: ``validity_runs.csv`` rows (``bench, method, run_id, observed,
-    median``, and ``seed`` with several draws); ``traits``: :func:`run_traits` rows with
-    ``bench`` (and ``seed``). Runs where the twin or the oracle failed, or no trait is known,
-    are not counted (``runs`` says how many were); a trait that does not vary is left out, and
-    one not known for every counted run too (the log names it)."""
+    """One row per bench and trait (:data:`COLUMNS`), benches in the order of ``results``,
+    strongest departure first within a bench. ``results``: ``validity_runs.csv`` rows
+    (``bench, method, run_id, observed, median``, and ``seed`` with several draws);
+    ``traits``: :func:`run_traits` rows with ``bench`` (and ``seed``). Runs where the twin or
+    the oracle failed, or no trait is known, are not counted (``runs`` says how many were); a
+    trait that does not vary is left out, and one not known for every counted run too (the
+    log names it)."""
     keys = ["bench", "run_id"] + (["seed"] if "seed" in results and "seed" in traits else [])
     methods = results[results["method"].isin(("twin", "oracle"))]
     median = methods.pivot_table(index=keys, columns="method", values="median", dropna=False)
@@ -92,7 +93,7 @@ def error_drivers(results: pd.DataFrame, traits: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return table
     order = table["spearman_twin_over_oracle"].abs().rank(ascending=False, method="first")
-    benches = {b: i for i, b in enumerate(table["bench"].unique())}
+    benches = {b: i for i, b in enumerate(results["bench"].unique())}  # the table's order
     return (
         table.assign(_b=table["bench"].map(benches), _o=order)
         .sort_values(["_b", "_o"])
