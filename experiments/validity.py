@@ -199,6 +199,11 @@ def calibration_settings(cfg: DictConfig) -> dict:
     } | {"seed": cfg.seed, "twin_source": _twin_source_digest()}
 
 
+def _true_parameters(test_dir: Path) -> pd.DataFrame | None:
+    path = test_dir / "true_parameters.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
 def _true_harvest(test_dir: Path) -> pd.DataFrame | None:
     path = test_dir / "true_harvest.csv"
     return pd.read_csv(path) if path.is_file() else None
@@ -305,8 +310,8 @@ def _run_draw(cfg: DictConfig, out_dir: Path, root: Path) -> dict:
     for name, train_dir, test_dir, model in benches:
         train, test = read_run_data(train_dir), read_run_data(test_dir)
         truth = _true_harvest(test_dir)
-        if (test_dir / "true_parameters.csv").is_file():
-            true_parameters = pd.read_csv(test_dir / "true_parameters.csv")
+        true_parameters = _true_parameters(test_dir)
+        if true_parameters is not None:
             traits.append(run_traits(test, true_parameters).assign(bench=name))
         if "spreadsheet" in cfg.methods:
             sheet = spreadsheet_forecast(train, test, cfg.horizon_h)
@@ -333,7 +338,9 @@ def _run_draw(cfg: DictConfig, out_dir: Path, root: Path) -> dict:
             frames.append(method_rows("twin", forecasts, test, truth).assign(bench=name))
             if cfg.time_ahead:
                 ahead.append(
-                    _time_ahead(cfg, name, train, test, test_dir, model, out_dir, fit_settings)
+                    _time_ahead(
+                        cfg, name, train, test, true_parameters, model, out_dir, fit_settings
+                    )
                 )
         _write(out_dir, frames, converged, cfg.horizon_h)  # the table so far, after each bench
 
@@ -373,21 +380,21 @@ def _fit_arguments(cfg, name: str, out_dir: Path, fit_settings: dict) -> dict:
 
 
 def _time_ahead(
-    cfg, name, train, test, test_dir, model, out_dir, fit_settings
+    cfg, name, train, test, true_parameters, model, out_dir, fit_settings
 ) -> pd.DataFrame | None:
     """The twin's forecast of the viable count against the true one at every sample from the
     last visible one to harvest (:mod:`twin.plants._time_ahead`), from the bench's cached
-    calibration; ``None`` (said once) for a bench without its runs' true parameters."""
-    path = test_dir / "true_parameters.csv"
-    if not path.is_file():
-        log.info("time_ahead: %s has no %s: left out", name, path.name)
+    calibration; ``None`` (said once) for a bench without its runs' true parameters
+    (``true_parameters.csv``)."""
+    if true_parameters is None:
+        log.info("time_ahead: %s has no true_parameters.csv: left out", name)
         return None
     arguments = _fit_arguments(cfg, name, out_dir, fit_settings)
     calibration = calibrate_cached(train, **arguments)
     truncated = truncate(test, list(test.run_ids), cfg.horizon_h)
     downstream = twin_config.downstream_from_config(cfg.downstream)
     result = forecast(calibration, truncated, downstream, arguments["settings"])
-    truth = true_viable_cells(model, test, pd.read_csv(path))
+    truth = true_viable_cells(model, test, true_parameters)
     return time_ahead_errors(result, test, truth, cfg.horizon_h).assign(bench=name)
 
 

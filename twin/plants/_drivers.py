@@ -92,12 +92,11 @@ def error_drivers(results: pd.DataFrame, traits: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     if table.empty:
         return table
-    order = table["spearman_twin_over_oracle"].abs().rank(ascending=False, method="first")
     benches = {b: i for i, b in enumerate(results["bench"].unique())}  # the table's order
     return (
-        table.assign(_b=table["bench"].map(benches), _o=order)
-        .sort_values(["_b", "_o"])
-        .drop(columns=["_b", "_o"])
+        table.assign(_b=table["bench"].map(benches), _s=table["spearman_twin_over_oracle"].abs())
+        .sort_values(["_b", "_s"], ascending=[True, False], kind="stable")
+        .drop(columns=["_b", "_s"])
         .reset_index(drop=True)
     )
 
