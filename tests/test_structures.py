@@ -13,7 +13,12 @@ from twin.calibrate._select import parse_candidate, rank_candidates
 from twin.kinetics import ModelStructure, default_parameters
 from twin.kinetics._parameters import SPECS
 from twin.kinetics._state import _FORM_PARAMETERS
-from twin.kinetics._vector_field import age_decline, death_rate_per_h, density_limit
+from twin.kinetics._vector_field import (
+    age_decline,
+    culture_vector_field,
+    death_rate_per_h,
+    density_limit,
+)
 from twin.process import Recipe
 from twin.reference import ReferenceSolver
 
@@ -116,6 +121,9 @@ def test_decline_floor_must_be_a_boolean():
         ("density_limit_exponent", {"density": "hill"}),
         ("density_limit_exponent", {"density": "logistic"}),
         ("density_limit_exponent", {"density": "hill_fitted"}),
+        ("uptake_capacity_share", {"uptake": "growth"}),
+        ("uptake_capacity_share", {"uptake": "capacity"}),
+        ("uptake_capacity_share", {"uptake": "mixed"}),
     ],
 )
 def test_unused_parameters_are_exactly_those_the_culture_does_not_feel(parameter, changes):
@@ -147,8 +155,8 @@ def test_calibration_leaves_out_what_the_structure_does_not_use():
         donor_level=["max_growth_rate_per_h", "growth_decline_shape"],
         profile=["growth_decline_shape"],
     )
-    # The default fits the Weibull shape and the decline floor, where the structure has them.
-    assert {"growth_decline_shape", "growth_decline_floor"} <= set(config.fitted)
+    # The default fits the default forms' shapes (Weibull, floor, uptake share).
+    assert set(ModelStructure().form_parameters) <= set(config.fitted)
     assert _drop_unused(config, ModelStructure(decline_floor=True)) is config
     kept = _drop_unused(config, ModelStructure(decline="gaussian", decline_floor=False))
     shapes = ("growth_decline_shape", "growth_decline_floor")
@@ -165,6 +173,7 @@ def test_a_form_whose_shape_is_not_fitted_is_named(caplog):
         "growth_decline_shape",
         "growth_decline_floor",
         "density_limit_exponent",
+        "uptake_capacity_share",
     )
     config = CalibrationConfig()
     with caplog.at_level("WARNING"):
@@ -212,6 +221,30 @@ def test_fitted_density_exponent_nests_the_hill_forms_with_a_finite_gradient():
     with np.errstate(divide="ignore", invalid="ignore"):
         expected = np.where(s > 0, -(s**1.6) * np.log(s) / (1 + s**1.6) ** 2, 0.0)
     np.testing.assert_allclose(grad, expected, rtol=1e-10, atol=1e-15)
+
+
+def test_mixed_uptake_interpolates_the_two_couplings_exactly():
+    """Glucose uptake is linear in what its growth-associated part follows, so the mixed
+    coupling's glucose and lactate rates are ``(1 - s)`` the realized coupling's plus ``s`` the
+    potential one's, exactly, and its ends are the two forms; the rest of the culture does
+    not depend on the coupling."""
+    schedule = Recipe().schedule()
+    # A mid-expansion state: activated, transduced, growth slowed by age, density and lactate.
+    state = jax.tree.map(lambda x: x[0], twin.simulate(PARAMS, schedule, np.array([150.0])).states)
+
+    def rates(uptake, share=0.3):
+        params = PARAMS.replace(uptake_capacity_share=share)
+        return culture_vector_field(0.0, state, params, ModelStructure(uptake=uptake))
+
+    growth, capacity = rates("growth"), rates("capacity")
+    assert float(capacity.glucose_mM) < 1.5 * float(growth.glucose_mM)  # the forms differ
+    for share in (0.0, 0.3, 1.0):
+        mixed = rates("mixed", share)
+        for name in ("glucose_mM", "lactate_mM"):
+            expected = (1 - share) * getattr(growth, name) + share * getattr(capacity, name)
+            np.testing.assert_allclose(getattr(mixed, name), expected, rtol=1e-12)
+        np.testing.assert_array_equal(mixed.susceptible, growth.susceptible)
+        np.testing.assert_array_equal(mixed.dead, growth.dead)
 
 
 def test_structure_checks_name_the_field_and_value():
@@ -278,7 +311,7 @@ def test_every_non_default_form_matches_the_reference_solver():
         starvation_exponent=2.0,
         decline_floor=True,
         density="logistic",
-        uptake="capacity",
+        uptake="mixed",
     )
     schedule = Recipe().schedule()
     times = np.array([0.0, 30.0, 60.0, 100.0, 150.0, 190.0])

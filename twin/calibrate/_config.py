@@ -28,6 +28,7 @@ _DEFAULT_FITTED = (
     "lactate_inhibition_mM",
     "starvation_death_rate_per_h",
     "lactate_death_rate_per_h",
+    "uptake_capacity_share",
 )
 _DEFAULT_DONOR_LEVEL = (
     "max_growth_rate_per_h",

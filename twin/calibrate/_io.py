@@ -226,7 +226,7 @@ def _check_values(c: Calibration, source: Path) -> None:
 
 # Structure fields added since files were first written, with the value every earlier file
 # meant: a missing key is the form of its time, not today's default.
-_STRUCTURE_BEFORE = {"decline_floor": False}
+_STRUCTURE_BEFORE = {"decline_floor": False, "uptake": "growth"}
 
 
 def _stored_structure(ds: xr.Dataset) -> ModelStructure:

@@ -139,6 +139,12 @@ PARAMETER_TABLE: tuple[ParameterSpec, ...] = (
                   "share of the division rate that never declines with culture age: the decline "
                   "is floor + (1 - floor) x form (model.structure.decline_floor=true only)",
                   "approx.; lets the density limit, not age alone, end expansion"),
+    ParameterSpec("uptake_capacity_share", 0.2, "fraction", "logit", 1.5,
+                  "share of the growth-associated glucose uptake that follows the potential "
+                  "(glucose-limited) division rate instead of the realized one "
+                  "(model.structure.uptake=mixed only): 0 Pirt, 1 uptake not slowed by age, "
+                  "density or lactate",
+                  "approx.; the data choose it"),
 )
 # fmt: on
 
@@ -182,6 +188,7 @@ class KineticParameters(eqx.Module):
     differentiation_per_division: Float[Array, "*batch"]
     differentiation_rate_per_h: Float[Array, "*batch"]
     growth_decline_floor: Float[Array, "*batch"]
+    uptake_capacity_share: Float[Array, "*batch"]
 
     def __check_init__(self):
         fields = tuple(f.name for f in dataclasses.fields(self))

@@ -73,6 +73,8 @@ class UptakeCoupling(enum.StrEnum):
 
     growth = "growth"  # realized division rate (every limitation slows uptake too)
     capacity = "capacity"  # glucose-limited potential rate: not slowed by age, density, lactate
+    # (1 - s) realized + s potential, s = uptake_capacity_share (fitted): the data choose
+    mixed = "mixed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +100,11 @@ class ModelStructure:
     - ``starvation_exponent``: Hill exponent of starvation death in glucose (lower: death
       already well above ``starvation_glucose_mM``, a softer threshold).
     - ``density``, ``density_exponent``: density limitation of growth.
-    - ``uptake``: what growth-associated glucose uptake follows.
+    - ``uptake``: what growth-associated glucose uptake follows (default ``mixed``: a
+      fitted share ``uptake_capacity_share`` of it the potential rate, the rest the realized
+      one, so that one calibration places the culture between the two couplings; default
+      since 2026-12-07: over six draws of the bench it lowered the mean error and the worst
+      plant's; ``growth`` before, which files written before it name).
     """
 
     lag_stages: int = 2
@@ -111,7 +117,7 @@ class ModelStructure:
     starvation_exponent: float = 4.0
     density: DensityForm = DensityForm.hill
     density_exponent: float = 2.0
-    uptake: UptakeCoupling = UptakeCoupling.growth
+    uptake: UptakeCoupling = UptakeCoupling.mixed
 
     def __post_init__(self):
         if self.lag_stages < 1:
@@ -149,6 +155,8 @@ class ModelStructure:
             used.append("growth_decline_floor")
         if self.density is DensityForm.hill_fitted:
             used.append("density_limit_exponent")
+        if self.uptake is UptakeCoupling.mixed:
+            used.append("uptake_capacity_share")
         return tuple(used)
 
     def as_dict(self) -> dict:
@@ -166,7 +174,12 @@ class ModelStructure:
 
 
 # Kinetic parameters read only by some forms (ModelStructure.form_parameters).
-_FORM_PARAMETERS = ("growth_decline_shape", "growth_decline_floor", "density_limit_exponent")
+_FORM_PARAMETERS = (
+    "growth_decline_shape",
+    "growth_decline_floor",
+    "density_limit_exponent",
+    "uptake_capacity_share",
+)
 _CHOICES = {
     "decline": DeclineForm,
     "density": DensityForm,

@@ -172,10 +172,14 @@ def culture_vector_field(
     maintenance = (
         p.glucose_maintenance_pmol_per_cell_h * glucose / (MAINTENANCE_GLUCOSE_HALF_mM + glucose)
     )
-    if structure.uptake is UptakeCoupling.capacity:
-        growth_uptake = p.max_growth_rate_per_h * glucose_saturation(state, p)
-    else:
+    if structure.uptake is UptakeCoupling.growth:
         growth_uptake = mu
+    else:
+        potential = p.max_growth_rate_per_h * glucose_saturation(state, p)
+        if structure.uptake is UptakeCoupling.capacity:
+            growth_uptake = potential
+        else:  # mixed
+            growth_uptake = mu + p.uptake_capacity_share * (potential - mu)
     uptake_activated = growth_uptake * p.glucose_per_new_cell_pmol + maintenance
     uptake_resting = p.resting_uptake_fraction * maintenance
     glucose_uptake_mM_per_h = (
