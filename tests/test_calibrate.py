@@ -451,19 +451,29 @@ def test_write_calibration_round_trips_discrepancy_and_selection(calibration, tm
     pd.testing.assert_frame_equal(loaded.selection, selection)
 
 
-def test_a_file_from_before_the_decline_floor_loads_without_it(calibration, tmp_path):
-    """Files written before ``decline_floor`` existed have neither the key nor the parameter:
-    they meant no floor, whatever today's default."""
+def _file_from_before(
+    calibration, tmp_path, parameter: str, missing_key: str | None = None, **structure_changes
+) -> Path:
+    """``calibration`` written as a file of an older model: without the kinetic ``parameter``,
+    its structure attribute without ``missing_key`` and with ``structure_changes``."""
     import json
 
     path = write_calibration(calibration, tmp_path / "new.nc")
     with xr.open_dataset(path) as ds:
-        old = ds.load().drop_sel(kinetic_parameter="growth_decline_floor")
-    structure = json.loads(old.attrs["structure"])
-    del structure["decline_floor"]
+        old = ds.load().drop_sel(kinetic_parameter=parameter)
+    structure = dict(json.loads(old.attrs["structure"]), **structure_changes)
+    if missing_key is not None:
+        del structure[missing_key]
     old.attrs["structure"] = json.dumps(structure)
     old.to_netcdf(tmp_path / "old.nc")
-    loaded = load_calibration(tmp_path / "old.nc")
+    return tmp_path / "old.nc"
+
+
+def test_a_file_from_before_the_decline_floor_loads_without_it(calibration, tmp_path):
+    """Files written before ``decline_floor`` existed have neither the key nor the parameter:
+    they meant no floor, whatever today's default."""
+    old = _file_from_before(calibration, tmp_path, "growth_decline_floor", "decline_floor")
+    loaded = load_calibration(old)
     assert loaded.structure.decline_floor is False
     assert loaded.structure == dataclasses.replace(calibration.structure, decline_floor=False)
 
@@ -473,16 +483,8 @@ def test_a_file_from_before_the_mixed_uptake_loads_with_the_uptake_of_its_time(
 ):
     """Files written before ``uptake=mixed`` was the default have no share parameter; one
     whose structure attribute lacks the key meant growth-coupled uptake."""
-    import json
-
-    path = write_calibration(calibration, tmp_path / "new.nc")
-    with xr.open_dataset(path) as ds:
-        old = ds.load().drop_sel(kinetic_parameter="uptake_capacity_share")
-    structure = json.loads(old.attrs["structure"])
-    del structure["uptake"]
-    old.attrs["structure"] = json.dumps(structure)
-    old.to_netcdf(tmp_path / "old.nc")
-    loaded = load_calibration(tmp_path / "old.nc")
+    old = _file_from_before(calibration, tmp_path, "uptake_capacity_share", "uptake")
+    loaded = load_calibration(old)
     assert loaded.structure == dataclasses.replace(calibration.structure, uptake="growth")
 
 
@@ -492,19 +494,12 @@ def test_a_file_from_before_the_weibull_shape_loads_where_its_structure_does_not
 ):
     """A parameter added to the model since a file was written: the file loads (the parameter
     at its default) if its structure never reads it, else it is refused by name."""
-    import json
-
-    path = write_calibration(calibration, tmp_path / "new.nc")
-    with xr.open_dataset(path) as ds:
-        old = ds.load().drop_sel(kinetic_parameter="growth_decline_shape")
-    structure = dict(json.loads(old.attrs["structure"]), decline=decline)
-    old.attrs["structure"] = json.dumps(structure)
-    old.to_netcdf(tmp_path / "old.nc")
+    old = _file_from_before(calibration, tmp_path, "growth_decline_shape", decline=decline)
     if decline == "weibull":
         with pytest.raises(TwinInputError, match="parameters growth_decline_shape differ"):
-            load_calibration(tmp_path / "old.nc")
+            load_calibration(old)
         return
-    loaded = load_calibration(tmp_path / "old.nc")
+    loaded = load_calibration(old)
     assert loaded.structure.decline == "exponential"
     assert float(loaded.model_parameters.growth_decline_shape) == 1.0
     for name in ("activation_lag_h", "max_growth_rate_per_h"):
