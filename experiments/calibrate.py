@@ -189,6 +189,18 @@ def report(calibration: Calibration) -> str:
         f"{chosen['steps']} steps (max|gradient| {chosen['gradient_norm']:.2g}, "
         f"decrement {chosen['decrement']:.2g}; all starts: convergence.csv)"
     )
+    scored = calibration.diagnostics.get("forecast_error")
+    if scored is not None and scored.notna().sum() > 1:  # fit.start_choice=forecast
+        scores = calibration.diagnostics.loc[scored.notna()].drop_duplicates("start")
+        lines.append(
+            f"starts ended at {len(scores)} different optima; kept start {chosen['from_start']}, "
+            "whose donor-held-out forecasts of the training runs erred least ("
+            + ", ".join(
+                f"start {r.start}: objective {r.objective:.6g}, error {r.forecast_error:.4f}"
+                for r in scores.itertuples()
+            )
+            + ")"
+        )
     failed = int(chosen.get("failed_runs", 0))  # stated when 0 too: a count, not a warning
     lines.append(
         f"{'warning: ' if failed else ''}failed ODE solves at the estimate: {failed} of "

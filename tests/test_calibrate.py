@@ -44,8 +44,9 @@ from twin.calibrate import (
     residuals,
     write_calibration,
 )
+from twin.calibrate._calibrate import _distinct_optima
 from twin.calibrate._laplace import Z_95
-from twin.calibrate._select import parse_candidate
+from twin.calibrate._select import best_forecast, forecast_score, parse_candidate
 from twin.data import RunData, write_run_data
 from twin.kinetics import KineticParameters, ModelStructure, to_unconstrained
 from twin.observe import observables
@@ -364,6 +365,7 @@ def test_fit_donor_sd_refits_with_the_em_omega(virtual):
         ({"donor_sd_rounds": 0}, r"fit.donor_sd_rounds=0"),
         ({"decrement_tol_relative": -1.0}, r"fit.decrement_tol_relative=-1.0: must be >= 0"),
         ({"profile": ["lysis_rate_per_h"]}, r"fit.profile\[0\]"),
+        ({"start_choice": "best"}, r"fit.start_choice='best': one of objective, forecast"),
     ],
 )
 def test_bad_config_is_a_user_error(change, message):
@@ -607,6 +609,55 @@ def test_structure_selection_ranks_candidates_and_keeps_the_winner(virtual, tmp_
     expected = parse_candidate(chosen, ModelStructure(), "k")
     loaded = load_calibration(write_calibration(result, tmp_path / "c.nc"))
     assert loaded.structure == result.structure == expected
+
+
+def test_starts_at_the_same_optimum_count_once_and_failed_ones_not_at_all():
+    class End:  # an LM result as far as the start choice reads it
+        def __init__(self, objective):
+            self.objective = objective
+
+    outcomes = [(End(v), 0.0) for v in (5.0, 5.0 + 1e-5, 3.0, np.inf, 4.0, np.nan)]
+    assert _distinct_optima(outcomes) == [2, 4, 0]  # by objective; 1 is 0's optimum
+    assert _distinct_optima([(End(np.inf), 0.0), (End(np.nan), 0.0)]) == []
+
+
+def test_the_best_forecast_wins_and_a_near_tie_goes_to_the_lower_tiebreak():
+    assert best_forecast([0.20, 0.15, 0.30], [1.0, 2.0, 0.0]) == 1
+    assert best_forecast([0.150, 0.1505, 0.30], [2.0, 1.0, 0.0]) == 1  # within 1 %
+    assert best_forecast([np.nan, 0.2], [0.0, 1.0]) == 1
+    assert best_forecast([np.nan, np.nan], [3.0, 1.0]) == 1  # no score: the lowest tiebreak
+
+
+@pytest.mark.slow
+def test_start_choice_forecast_keeps_the_start_that_forecasts_its_training_runs_best():
+    """Starts cut short end at different points: each is completed with its own discrepancy,
+    the one with the lowest pseudo-backtest error is the estimate, and the diagnostics say so."""
+    data = virtual_dataset(seed=12, n_donors=3, runs_per_donor=2).run_data  # 5 runs or more
+    config = dataclasses.replace(
+        CONFIG,
+        n_starts=3,
+        start_spread=1.0,
+        max_steps=3,
+        continuations=0,
+        start_choice="forecast",
+        discrepancy=DiscrepancySettings(horizons_h=(48.0,), n_draws=16),
+    )
+    result = calibrate(data, config, progress=False)
+    rows = result.diagnostics
+    first = rows[rows["continuation"] == 0].set_index("start")
+    assert len(first) == 3 and first["objective"].nunique() == 3
+    errors = first["forecast_error"].to_numpy()
+    assert np.isfinite(errors).all()
+    kept = best_forecast(errors, first["objective"].to_numpy())
+    assert rows["selected"].sum() == 1
+    chosen = rows.loc[rows["selected"]].iloc[0]
+    assert chosen["from_start"] == kept
+    assert result.objective == pytest.approx(chosen["objective"], rel=1e-12)
+    assert forecast_score(result.discrepancy) == pytest.approx(errors[kept], rel=1e-12)
+    by_objective = calibrate(
+        data, dataclasses.replace(config, start_choice="objective"), progress=False
+    )
+    assert by_objective.objective == pytest.approx(first["objective"].min(), rel=1e-12)
 
 
 def test_fit_bands_follow_the_fit_and_cover_the_measurements(virtual, calibration):

@@ -30,7 +30,7 @@ from ._model import ModelSpec, ObjectiveData, ParameterLayout, make_prior
 from ._problem import CalibrationProblem, build_problem
 from ._profile import profile_likelihood
 from ._result import Calibration
-from ._select import parse_candidate, rank_candidates
+from ._select import best_forecast, forecast_score, parse_candidate, rank_candidates
 from ._solve import LMOptions, LMResult, draw_starts, multistart
 
 log = logging.getLogger(__name__)
@@ -190,76 +190,188 @@ def _calibrate_one(
         config.n_starts,
         config.start_spread,
     )
-    diagnostics = []
+    fit = _Fit(problem, layout, spec, options, config, progress)
+    diagnostics: list[dict] = []
     outcomes = multistart(
         starts, objective_data, spec, options, description="starts", progress=progress
     )
-    best = _record(outcomes, 0, problem, diagnostics)
-
-    def refit(x, description: str) -> list[tuple[LMResult, float]]:
-        # One start from x, with whatever objective_data holds by then (noise, donor SDs).
-        return multistart(
-            x[None, :], objective_data, spec, options, description=description, progress=progress
+    first = _record(outcomes, 0, problem, diagnostics)
+    for row in diagnostics:
+        row["from_start"] = row["start"]
+    by_forecast = config.start_choice == "forecast" and bool(config.discrepancy.horizons_h)
+    # Every start failed (no finite objective): the first goes on, as with objective.
+    starts_kept = (by_forecast and _distinct_optima(outcomes)) or [_index_of(outcomes, first)]
+    if len(starts_kept) > 1:
+        log.info(
+            "starts %s ended at different optima: each is completed, and the one that forecasts "
+            "its training runs best (donor-held-out pseudo-backtest) is kept",
+            ", ".join(map(str, starts_kept)),
         )
 
-    def continued(best: LMResult, noise_round: int) -> LMResult:
+    # What a fold calibration of the cross-fitted discrepancy is fitted with, besides its data.
+    fold_options = dict(
+        model_parameters=model_parameters,
+        structure=structure,
+        solver=solver,
+        noise=noise,
+        seed=seed,
+        forecast_settings=forecast_settings,
+    )
+
+    def learnt(calibration: Calibration) -> Calibration:
+        return _with_discrepancy(calibration, data, config, fold_options)
+
+    finished = []
+    for start in starts_kept:
+        rows: list[dict] = []
+        best, final_data = fit.complete(outcomes[start][0], objective_data, rows)
+        for row in rows:
+            row["from_start"] = start
+        calibration = _assemble(
+            best,
+            final_data,
+            problem,
+            layout,
+            spec,
+            data,
+            model_parameters,
+            structure,
+            noise,
+            config,
+            config_yaml,
+        )
+        if len(starts_kept) > 1:
+            calibration = learnt(calibration)
+        finished.append((start, calibration, rows, best, final_data))
+    chosen = 0
+    if len(finished) > 1:
+        scores = [forecast_score(c.discrepancy) for _, c, *_ in finished]
+        chosen = best_forecast(scores, [c.objective for _, c, *_ in finished])
+        for (start, *_), score in zip(finished, scores, strict=True):
+            log.info("start %d: pseudo-backtest forecast error %.4f", start, score)
+            for row in diagnostics:
+                if row["start"] == start:
+                    row["forecast_error"] = score
+        log.info("kept start %d", finished[chosen][0])
+    start, calibration, chosen_rows, best, final_data = finished[chosen]
+    later = [row for _, _, rows, *_ in finished for row in rows]
+    for row in diagnostics + later:  # the row of the fit the estimate comes from
+        row["selected"] = row is chosen_rows[-1] if chosen_rows else row is diagnostics[start]
+    calibration = dataclasses.replace(
+        calibration,
+        diagnostics=pd.DataFrame(diagnostics + later),
+        profiles=fit.profiles(best, final_data, calibration.covariance),
+    )
+    if on_fit is not None:
+        on_fit(calibration)
+    if len(finished) > 1 or not config.discrepancy.horizons_h:
+        return calibration
+    return learnt(calibration)
+
+
+class _Fit:
+    """The steps after the multistart that take one start's end point to the estimate."""
+
+    def __init__(self, problem, layout, spec, options, config, progress):
+        self.problem, self.layout, self.spec = problem, layout, spec
+        self.options, self.config, self.progress = options, config, progress
+
+    def refit(self, x, data: ObjectiveData, description: str):
+        # One start from x, with whatever ``data`` holds by then (noise, donor SDs).
+        return multistart(
+            x[None, :],
+            data,
+            self.spec,
+            self.options,
+            description=description,
+            progress=self.progress,
+        )
+
+    def continued(self, best: LMResult, data, noise_round: int, rows: list[dict]) -> LMResult:
         # A fit that ran out of steps resumes from where it stopped (fresh damping), up to
         # ``config.continuations`` times: misspecified data can need more than one budget.
-        for k in range(1, config.continuations + 1):
+        for k in range(1, self.config.continuations + 1):
             if best.converged:
                 break
             log.info(
-                "not converged: continuing from the best point (%d of %d)", k, config.continuations
+                "not converged: continuing from the best point (%d of %d)",
+                k,
+                self.config.continuations,
             )
-            outcomes = refit(best.x, f"continuation {k}")
-            best = _record(outcomes, noise_round, problem, diagnostics, continuation=k)
+            outcomes = self.refit(best.x, data, f"continuation {k}")
+            best = _record(outcomes, noise_round, self.problem, rows, continuation=k)
         return best
 
-    best = continued(best, 0)
-    rounds = config.noise_rounds if config.fit_noise else 0
-    for noise_round in range(1, rounds + 1):
-        noise_sd = _residual_rms(best, problem, noise_sd, spec)
-        log.info("noise round %d: SDs %s", noise_round, _format_noise(noise_sd))
-        objective_data = dataclasses.replace(objective_data, noise_sd=noise_sd)
-        outcomes = refit(best.x, f"noise round {noise_round}")
-        best = continued(_record(outcomes, noise_round, problem, diagnostics), noise_round)
+    def complete(
+        self, best: LMResult, data: ObjectiveData, rows: list[dict]
+    ) -> tuple[LMResult, ObjectiveData]:
+        """Continuations, then the noise and donor SD rounds configured; the final point and
+        the objective's data (noise SDs, prior) it was reached with. ``rows``: diagnostics."""
+        config, problem, layout = self.config, self.problem, self.layout
+        best = self.continued(best, data, 0, rows)
+        rounds = config.noise_rounds if config.fit_noise else 0
+        for noise_round in range(1, rounds + 1):
+            noise_sd = _residual_rms(best, problem, data.noise_sd, self.spec)
+            log.info("noise round %d: SDs %s", noise_round, _format_noise(noise_sd))
+            data = dataclasses.replace(data, noise_sd=noise_sd)
+            outcomes = self.refit(best.x, data, f"noise round {noise_round}")
+            best = _record(outcomes, noise_round, problem, rows)
+            best = self.continued(best, data, noise_round, rows)
+        n_real = layout.n_population + len(problem.donor_ids) * len(layout.donor_level)
+        rounds = config.donor_sd_rounds if config.fit_donor_sd and layout.donor_level else 0
+        for donor_round in range(1, rounds + 1):
+            donor_sd = _donor_sd_update(best, layout, len(problem.donor_ids), n_real)
+            log.info("donor SD round %d: %s", donor_round, _format_sd(layout.donor_level, donor_sd))
+            prior = dataclasses.replace(data.prior, donor_sd=jnp.asarray(donor_sd))
+            data = dataclasses.replace(data, prior=prior)
+            outcomes = self.refit(best.x, data, f"donor SD round {donor_round}")
+            best = self.continued(_record(outcomes, 0, problem, rows), data, 0, rows)
+        return best, data
 
+    def profiles(self, best: LMResult, data: ObjectiveData, covariance) -> pd.DataFrame:
+        posterior_sd = np.sqrt(np.diag(covariance))[: self.layout.n_population]
+        return profile_likelihood(
+            list(self.config.profile),
+            best,
+            posterior_sd,
+            data,
+            self.spec,
+            self.options,
+            points=self.config.profile_points,
+            span_sd=self.config.profile_span_sd,
+            progress=self.progress,
+        )
+
+
+def _assemble(
+    best,
+    data,
+    problem,
+    layout,
+    spec,
+    run_data,
+    model_parameters,
+    structure,
+    noise,
+    config,
+    config_yaml,
+) -> Calibration:
+    """The calibration at ``best`` (Laplace covariance; no profiles or discrepancy yet)."""
     n_real = layout.n_population + len(problem.donor_ids) * len(layout.donor_level)
-    rounds = config.donor_sd_rounds if config.fit_donor_sd and layout.donor_level else 0
-    for donor_round in range(1, rounds + 1):
-        donor_sd = _donor_sd_update(best, layout, len(problem.donor_ids), n_real)
-        log.info("donor SD round %d: %s", donor_round, _format_sd(layout.donor_level, donor_sd))
-        prior = dataclasses.replace(prior, donor_sd=jnp.asarray(donor_sd))
-        objective_data = dataclasses.replace(objective_data, prior=prior)
-        outcomes = refit(best.x, f"donor SD round {donor_round}")
-        best = continued(_record(outcomes, 0, problem, diagnostics), 0)
-
-    covariance = laplace_covariance(best.jacobian, keep=n_real)
-    posterior_sd = np.sqrt(np.diag(covariance))[: layout.n_population]
-    profiles = profile_likelihood(
-        list(config.profile),
-        best,
-        posterior_sd,
-        objective_data,
-        spec,
-        options,
-        points=config.profile_points,
-        span_sd=config.profile_span_sd,
-        progress=progress,
-    )
     theta_pop, effects = layout.split(best.x)
-    calibration = Calibration(
+    noise_sd = np.asarray(data.noise_sd)
+    return Calibration(
         fitted=layout.fitted,
         donor_level=layout.donor_level,
         donor_ids=problem.donor_ids,
         run_ids=problem.run_ids,
-        run_donor_ids=tuple(data.donor_of(run_id) for run_id in problem.run_ids),
+        run_donor_ids=tuple(run_data.donor_of(run_id) for run_id in problem.run_ids),
         model_parameters=model_parameters,
         estimate=np.asarray(theta_pop),
         donor_effects=np.asarray(effects)[: len(problem.donor_ids)],
-        covariance=covariance,
-        prior_sd=np.asarray(prior.population_sd),
-        donor_sd=np.asarray(prior.donor_sd),
+        covariance=laplace_covariance(best.jacobian, keep=n_real),
+        prior_sd=np.asarray(data.prior.population_sd),
+        donor_sd=np.asarray(data.prior.donor_sd),
         noise=AssayNoise(**dict(zip(MEASURED_VARIABLES, map(float, noise_sd), strict=True))),
         initial_noise=noise,
         structure=structure,
@@ -267,54 +379,74 @@ def _calibrate_one(
         objective=float(best.objective),
         n_observations=problem.n_observations,
         observations=_observations(best, problem, noise_sd, spec),
-        diagnostics=pd.DataFrame(diagnostics),
-        profiles=profiles,
+        diagnostics=pd.DataFrame(),
+        profiles=pd.DataFrame(),
         prior_dominated_ratio=config.prior_dominated_ratio,
         high_correlation=config.high_correlation,
         config=config_yaml,
         likelihood=config.likelihood,
     )
-    if on_fit is not None:
-        on_fit(calibration)
-    if not config.discrepancy.horizons_h:
-        return calibration
+
+
+def _with_discrepancy(
+    calibration: Calibration, data: RunData, config: CalibrationConfig, fold_options: dict
+) -> Calibration:
+    """``calibration`` with the model discrepancy learnt on its training runs
+    (``config.discrepancy``: in-sample, or cross-fitted over donor folds, each fold fitted
+    by :func:`_calibrate_one` with ``fold_options``)."""
     # A local import: forecasting builds on calibration.
     from ..forecast._discrepancy import learn_discrepancy, learn_discrepancy_cross_fitted
 
+    settings = fold_options["forecast_settings"]
     if not config.discrepancy.folds:
         log.info("learning the forecast's model discrepancy on the training runs")
-        discrepancy = learn_discrepancy(calibration, data, config.discrepancy, forecast_settings)
-    else:
-        log.info(
-            "learning the forecast's model discrepancy on %d donor folds of the training runs",
-            config.discrepancy.folds,
-        )
-        # Each fold is fitted as this calibration was (same structure, noise, starts), without
-        # profiles or a discrepancy of its own.
-        fold_config = dataclasses.replace(
-            config,
-            profile=[],
-            discrepancy=dataclasses.replace(config.discrepancy, horizons_h=(), folds=0),
+        discrepancy = learn_discrepancy(calibration, data, config.discrepancy, settings)
+        return dataclasses.replace(calibration, discrepancy=discrepancy)
+    log.info(
+        "learning the forecast's model discrepancy on %d donor folds of the training runs",
+        config.discrepancy.folds,
+    )
+    # Each fold is fitted as this calibration was (same structure, noise, starts), without
+    # profiles or a discrepancy of its own (so its starts are chosen by objective).
+    fold_config = dataclasses.replace(
+        config,
+        profile=[],
+        discrepancy=dataclasses.replace(config.discrepancy, horizons_h=(), folds=0),
+    )
+
+    def fit_fold(fold_data: RunData) -> Calibration:
+        return _calibrate_one(
+            fold_data, fold_config, config_yaml="", progress=False, **fold_options
         )
 
-        def fit_fold(fold_data: RunData) -> Calibration:
-            return _calibrate_one(
-                fold_data,
-                fold_config,
-                model_parameters=model_parameters,
-                structure=structure,
-                solver=solver,
-                noise=noise,
-                seed=seed,
-                config_yaml="",
-                progress=False,
-                forecast_settings=forecast_settings,
-            )
-
-        discrepancy = learn_discrepancy_cross_fitted(
-            data, fit_fold, config.discrepancy, forecast_settings, seed
-        )
+    discrepancy = learn_discrepancy_cross_fitted(
+        data, fit_fold, config.discrepancy, settings, fold_options["seed"]
+    )
     return dataclasses.replace(calibration, discrepancy=discrepancy)
+
+
+# Two starts whose objectives agree this closely (relative) ended at the same optimum.
+SAME_OPTIMUM_RTOL = 1.0e-4
+
+
+def _index_of(outcomes, result: LMResult) -> int:
+    return next(i for i, (r, _) in enumerate(outcomes) if r is result)
+
+
+def _distinct_optima(outcomes) -> list[int]:
+    """The starts with a finite objective, one per optimum (the first start reaching it), in
+    order of objective."""
+    objectives = np.array([float(r.objective) for r, _ in outcomes])
+    kept: list[int] = []
+    for i in np.argsort(np.where(np.isfinite(objectives), objectives, np.inf), kind="stable"):
+        if not np.isfinite(objectives[i]):
+            break
+        if all(
+            abs(objectives[i] - objectives[j]) > SAME_OPTIMUM_RTOL * abs(objectives[j])
+            for j in kept
+        ):
+            kept.append(int(i))
+    return kept
 
 
 # An omega below this (estimation scale) would pin every donor to the population value.

@@ -39,6 +39,9 @@ _DEFAULT_DONOR_LEVEL = (
 )
 
 
+START_CHOICES = ("objective", "forecast")
+
+
 @dataclasses.dataclass(frozen=True)
 class DiscrepancySettings:
     """How the model discrepancy is learnt after the fit (Hydra: ``fit.discrepancy``; see
@@ -91,6 +94,12 @@ class CalibrationConfig:
       every donor-level parameter unless ``donor_sd_by_parameter`` names it (omega).
     - ``n_starts``: optimizer starts; the first is the prior mean, the others are drawn as the
       prior mean plus ``start_spread`` prior SDs times a standard normal draw.
+    - ``start_choice``: which optimum is the estimate when starts end at different ones:
+      ``forecast`` (default): each is completed (continuations, rounds, discrepancy) and the
+      one whose donor-held-out forecasts of its training runs err least is kept (the
+      pseudo-backtest score ``select`` ranks by; without ``discrepancy.horizons_h``, the
+      lowest objective); ``objective``: the lowest objective. On misspecified data a lower
+      objective can forecast worse; the price is one more discrepancy per distinct optimum.
     - ``max_steps``, ``decrement_tol``: Levenberg-Marquardt budget and convergence threshold
       (Gauss-Newton decrement, objective units; one datum one SD off contributes 0.5);
       ``decrement_tol_relative``: also converged below this times the objective (0: off;
@@ -129,6 +138,7 @@ class CalibrationConfig:
     donor_sd_by_parameter: dict[str, float] = dataclasses.field(default_factory=dict)
     n_starts: int = 2
     start_spread: float = 0.5
+    start_choice: str = "forecast"
     max_steps: int = 50
     continuations: int = 2
     decrement_tol: float = 1.0e-4
@@ -177,6 +187,10 @@ def calibration_config_problems(config: CalibrationConfig, key: str = "fit") -> 
         elif not (math.isfinite(sd) and sd > 0):
             problems.append(f"{key}.donor_sd_by_parameter.{name}={sd!r}: must be > 0")
     names("profile", set(config.fitted), f"not in {key}.fitted")
+    if config.start_choice not in START_CHOICES:
+        problems.append(
+            f"{key}.start_choice={config.start_choice!r}: one of {', '.join(START_CHOICES)}"
+        )
     positive = ("donor_sd", "decrement_tol", "failure_residual", "profile_span_sd")
     for field in positive:
         value = getattr(config, field)

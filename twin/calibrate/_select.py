@@ -85,6 +85,16 @@ def forecast_score(discrepancy: pd.DataFrame) -> float:
     return float(rows["mean_abs_error"].mean())
 
 
+def best_forecast(errors, tiebreak) -> int:
+    """The index of the lowest forecast error, a tie (within 1 % of it) going to the lowest
+    ``tiebreak`` (a BIC, an objective); without any finite error, the lowest ``tiebreak``."""
+    errors, tiebreak = np.asarray(errors, float), np.asarray(tiebreak, float)
+    if not np.isfinite(errors).any():
+        return int(np.argmin(tiebreak))
+    close = np.flatnonzero(np.isfinite(errors) & (errors <= np.nanmin(errors) * 1.01))
+    return int(close[np.argmin(tiebreak[close])])
+
+
 def information_criteria(calibration: Calibration) -> tuple[float, float]:
     """``(AIC, BIC)`` at the MAP: ``2 objective + 2 k`` and ``2 objective + k log n``, with
     ``k`` the fitted population parameters (donor effects are shrunk by their prior and equal
@@ -111,12 +121,7 @@ def rank_candidates(labels: list[str], calibrations: list[Calibration]) -> tuple
         )
     table = pd.DataFrame(rows)
     error = table["forecast_error"].to_numpy(float)
-    if np.isfinite(error).any():
-        best = np.nanmin(error)
-        close = np.flatnonzero(np.isfinite(error) & (error <= best * 1.01))
-        chosen = int(close[np.argmin(table["bic"].to_numpy()[close])])
-    else:
-        chosen = int(np.argmin(table["bic"].to_numpy()))
+    chosen = best_forecast(error, table["bic"].to_numpy(float))
     table["selected"] = np.arange(len(table)) == chosen
     order = np.lexsort((table["bic"].to_numpy(), np.nan_to_num(error, nan=np.inf)))
     return chosen, table.iloc[order].reset_index(drop=True).loc[:, list(SELECTION_COLUMNS)]
