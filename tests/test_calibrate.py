@@ -30,6 +30,7 @@ from twin.calibrate import (
     ModelSpec,
     ObjectiveData,
     ParameterLayout,
+    _calibrate as calibrate_module,
     build_problem,
     calibrate,
     check_calibration_config,
@@ -289,7 +290,10 @@ def test_calibration_reports(calibration):
 
 
 def test_a_fit_out_of_steps_continues_from_its_best_point(virtual, calibration):
-    budget = dataclasses.replace(CONFIG, n_starts=1, max_steps=1, continuations=3)
+    # no omega rounds: only the first round's continuations are tabulated
+    budget = dataclasses.replace(
+        CONFIG, n_starts=1, max_steps=1, continuations=3, donor_sd_estimated=[]
+    )
     result = calibrate(virtual.run_data, budget, progress=False)
     rows = result.diagnostics
     n = len(rows)
@@ -321,9 +325,14 @@ def test_donor_sd_update_is_the_em_step_of_a_gaussian_random_effect():
     x = np.concatenate([[1.0, 2.0, 3.0], effects.ravel()])
     scales = np.array([1.0, 1.0, 1.0, 10.0, 100.0, 5.0, 100.0, 1.0, 1.0])  # J = diag(scales)
     best = SimpleNamespace(x=jnp.asarray(x), jacobian=np.diag(scales))
-    omega = _donor_sd_update(best, layout, n_donors=2, n_real=7)
+    current = np.array([0.3, 0.4])
+    omega = _donor_sd_update(best, layout, n_donors=2, n_real=7, current=current)
     expected_a = np.sqrt(np.mean([0.2**2 + 1 / 10.0**2, 0.4**2 + 1 / 5.0**2]))
     np.testing.assert_allclose(omega, [expected_a, MIN_DONOR_SD], rtol=1e-12)
+    # a failed sensitivity (NaN column) makes the covariance NaN: the current omega stays
+    best.jacobian[:, 3] = np.nan
+    omega = _donor_sd_update(best, layout, n_donors=2, n_real=7, current=current)
+    np.testing.assert_array_equal(omega, current)
 
 
 def test_relative_decrement_tolerance_is_a_floor_that_scales_with_the_objective():
@@ -340,10 +349,11 @@ def test_relative_decrement_tolerance_is_a_floor_that_scales_with_the_objective(
 def test_fit_donor_sd_refits_with_the_em_omega(virtual):
     """fit.fit_donor_sd: after the fit, omega is the EM update of its effects and the fit is
     redone with it; the calibration carries the new omega (one refit row per round)."""
-    settings = dataclasses.replace(CONFIG, n_starts=1, fit_donor_sd=True, donor_sd_rounds=1)
-    plain = calibrate(
-        virtual.run_data, dataclasses.replace(settings, fit_donor_sd=False), progress=False
+    plain_settings = dataclasses.replace(
+        CONFIG, n_starts=1, donor_sd_rounds=1, donor_sd_estimated=[]
     )
+    plain = calibrate(virtual.run_data, plain_settings, progress=False)
+    settings = dataclasses.replace(plain_settings, fit_donor_sd=True)
     result = calibrate(virtual.run_data, settings, progress=False)
     assert len(result.diagnostics) > len(plain.diagnostics)
     # The update from the first fit (the same fit as without the option): its effects and
@@ -352,7 +362,13 @@ def test_fit_donor_sd_refits_with_the_em_omega(virtual):
     variance = np.diag(plain.covariance)[p:].reshape(-1, q)
     expected = np.sqrt(np.mean(plain.donor_effects**2 + variance, axis=0))
     np.testing.assert_allclose(result.donor_sd, np.maximum(expected, 0.02), rtol=1e-6)
-    assert not np.allclose(result.donor_sd, CONFIG.donor_sd)
+    assert not np.allclose(result.donor_sd, CONFIG.donor_sds())
+    # fit.donor_sd_estimated: the same update for the parameters named, the others held
+    first = plain.donor_level[0]
+    settings = dataclasses.replace(settings, fit_donor_sd=False, donor_sd_estimated=[first])
+    one = calibrate(virtual.run_data, settings, progress=False)
+    np.testing.assert_allclose(one.donor_sd[1:], CONFIG.donor_sds()[1:], rtol=1e-12)
+    np.testing.assert_allclose(one.donor_sd[0], max(expected[0], 0.02), rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -366,6 +382,10 @@ def test_fit_donor_sd_refits_with_the_em_omega(virtual):
         ({"decrement_tol_relative": -1.0}, r"fit.decrement_tol_relative=-1.0: must be >= 0"),
         ({"profile": ["lysis_rate_per_h"]}, r"fit.profile\[0\]"),
         ({"start_choice": "best"}, r"fit.start_choice='best': one of objective, forecast"),
+        (
+            {"donor_sd_estimated": ["lysis_rate"]},
+            r"fit.donor_sd_estimated\[0\]='lysis_rate': not a kinetic parameter",
+        ),
     ],
 )
 def test_bad_config_is_a_user_error(change, message):
@@ -613,12 +633,16 @@ def test_structure_selection_ranks_candidates_and_keeps_the_winner(virtual, tmp_
 
 def test_starts_at_the_same_optimum_count_once_and_failed_ones_not_at_all():
     class End:  # an LM result as far as the start choice reads it
-        def __init__(self, objective):
-            self.objective = objective
+        def __init__(self, objective, gradient_norm=1.0, run_success=(True, True, False)):
+            self.objective, self.gradient_norm = objective, gradient_norm
+            self.run_success = np.array(run_success)  # the last run is padding
 
     outcomes = [(End(v), 0.0) for v in (5.0, 5.0 + 1e-5, 3.0, np.inf, 4.0, np.nan)]
-    assert _distinct_optima(outcomes) == [2, 4, 0]  # by objective; 1 is 0's optimum
-    assert _distinct_optima([(End(np.inf), 0.0), (End(np.nan), 0.0)]) == []
+    assert _distinct_optima(outcomes, n_runs=2) == [2, 4, 0]  # by objective; 1 is 0's optimum
+    assert _distinct_optima([(End(np.inf), 0.0), (End(np.nan), 0.0)], n_runs=2) == []
+    # stuck where a solve or its sensitivities failed: not an optimum, whatever its objective
+    stuck = [(End(1.0, gradient_norm=np.nan), 0.0), (End(2.0, run_success=(True, False)), 0.0)]
+    assert _distinct_optima([*stuck, (End(9.0), 0.0)], n_runs=2) == [2]
 
 
 def test_the_best_forecast_wins_and_a_near_tie_goes_to_the_lower_tiebreak():
@@ -628,20 +652,27 @@ def test_the_best_forecast_wins_and_a_near_tie_goes_to_the_lower_tiebreak():
     assert best_forecast([np.nan, np.nan], [3.0, 1.0]) == 1  # no score: the lowest tiebreak
 
 
-@pytest.mark.slow
-def test_start_choice_forecast_keeps_the_start_that_forecasts_its_training_runs_best():
-    """Starts cut short end at different points: each is completed with its own discrepancy,
-    the one with the lowest pseudo-backtest error is the estimate, and the diagnostics say so."""
-    data = virtual_dataset(seed=12, n_donors=3, runs_per_donor=2).run_data  # 5 runs or more
+def _starts_cut_short(n_starts: int) -> tuple[RunData, CalibrationConfig]:
+    """Six virtual runs (the discrepancy needs five or more) and starts stopped after three
+    steps, spread widely, so that they end at different points."""
+    data = virtual_dataset(seed=12, n_donors=3, runs_per_donor=2).run_data
     config = dataclasses.replace(
         CONFIG,
-        n_starts=3,
+        n_starts=n_starts,
         start_spread=1.0,
         max_steps=3,
         continuations=0,
         start_choice="forecast",
         discrepancy=DiscrepancySettings(horizons_h=(48.0,), n_draws=16),
     )
+    return data, config
+
+
+@pytest.mark.slow
+def test_start_choice_forecast_keeps_the_start_that_forecasts_its_training_runs_best():
+    """Starts cut short end at different points: each is completed with its own discrepancy,
+    the one with the lowest pseudo-backtest error is the estimate, and the diagnostics say so."""
+    data, config = _starts_cut_short(n_starts=3)
     result = calibrate(data, config, progress=False)
     rows = result.diagnostics
     first = rows[rows["continuation"] == 0].set_index("start")
@@ -658,6 +689,35 @@ def test_start_choice_forecast_keeps_the_start_that_forecasts_its_training_runs_
         data, dataclasses.replace(config, start_choice="objective"), progress=False
     )
     assert by_objective.objective == pytest.approx(first["objective"].min(), rel=1e-12)
+
+
+@pytest.mark.slow
+def test_a_start_continued_to_an_optimum_already_completed_is_not_scored_again(monkeypatch):
+    """Two starts end apart, but the second's continuation meets the first's optimum (forced
+    here): one discrepancy is learnt, not two, and the diagnostics keep both starts' rows."""
+    data, config = _starts_cut_short(n_starts=2)
+    completions = []
+    complete = calibrate_module._Fit.complete
+
+    def complete_to_the_first(self, best, data, rows):
+        completions.append(complete(self, best, data, rows))
+        return completions[0]
+
+    learnt = []
+    with_discrepancy = calibrate_module._with_discrepancy
+
+    def counted(calibration, *args):
+        learnt.append(calibration.objective)
+        return with_discrepancy(calibration, *args)
+
+    monkeypatch.setattr(calibrate_module._Fit, "complete", complete_to_the_first)
+    monkeypatch.setattr(calibrate_module, "_with_discrepancy", counted)
+    result = calibrate(data, config, progress=False)
+    assert len(completions) == 2  # both starts were completed ...
+    assert learnt == [result.objective]  # ... and only one discrepancy was learnt
+    rows = result.diagnostics
+    assert set(rows["from_start"]) == {0, 1} and rows["selected"].sum() == 1
+    assert result.discrepancy is not None
 
 
 def test_fit_bands_follow_the_fit_and_cover_the_measurements(virtual, calibration):

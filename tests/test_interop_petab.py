@@ -5,6 +5,7 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 from twin import TwinInputError
@@ -113,6 +114,20 @@ def test_export_refuses_sds_re_estimated_between_fits(example, tmp_path, key):
     with pytest.raises(TwinInputError, match=f"fit.{key}=true: the PEtab problem holds"):
         export_petab(example, tmp_path, config, model_parameters=default_parameters())
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_export_holds_an_estimated_omega_at_its_given_value_and_says_so(example, tmp_path, caplog):
+    config = CalibrationConfig(
+        donor_level=["max_growth_rate_per_h", "base_death_rate_per_h"],
+        donor_sd_estimated=["base_death_rate_per_h"],
+        donor_sd_by_parameter={"base_death_rate_per_h": 0.6},
+    )
+    with caplog.at_level("WARNING", logger="twin.interop._petab"):
+        export_petab(example, tmp_path, config, model_parameters=default_parameters())
+    assert "fit.donor_sd_estimated=['base_death_rate_per_h']" in caplog.text
+    parameters = pd.read_csv(tmp_path / "parameters.tsv", sep="\t")
+    effects = parameters[parameters["parameterName"].str.startswith("base_death_rate_per_h[")]
+    assert len(effects) and (effects["objectivePriorParameters"] == "0.0;0.6").all()
 
 
 @pytest.mark.slow  # compiles the model with AMICI (6-12 min); only where an AMICI env is named

@@ -76,22 +76,22 @@ def calibrate(
     """
     config = CalibrationConfig() if config is None else config
     check_calibration_config(config)
+    _say_omegas_not_estimated(config)
     if config.discrepancy.folds and config.discrepancy.horizons_h:
         from ..forecast._discrepancy import check_folds  # forecasting builds on calibration
 
         check_folds(data, config.discrepancy)
-    options = dict(
-        model_parameters=model_parameters,
-        solver=solver,
-        noise=noise,
-        seed=seed,
-        config_yaml=config_yaml,
-        progress=progress,
-        forecast_settings=forecast_settings,
+    inputs = _FitInputs(
+        default_parameters() if model_parameters is None else model_parameters,
+        structure,
+        solver,
+        noise,
+        seed,
+        forecast_settings,
     )
     if not config.select:
         _warn_held_forms(config, structure)
-        return _calibrate_one(data, config, structure=structure, on_fit=on_fit, **options)
+        return _calibrate_one(data, config, inputs, config_yaml, progress, on_fit)
     candidates = [
         parse_candidate(text, structure, f"fit.select[{i}]") for i, text in enumerate(config.select)
     ]
@@ -99,13 +99,39 @@ def calibrate(
     for label, candidate in zip(config.select, candidates, strict=True):
         log.info("structure candidate %r (%s)", label, candidate.describe())
         _warn_held_forms(config, candidate)
-        calibrations.append(_calibrate_one(data, config, structure=candidate, **options))
+        with_candidate = dataclasses.replace(inputs, structure=candidate)
+        calibrations.append(_calibrate_one(data, config, with_candidate, config_yaml, progress))
     chosen, ranking = rank_candidates(list(config.select), calibrations)
     log.info("structure ranking (training data only):\n%s", ranking.to_string(index=False))
     calibration = dataclasses.replace(calibrations[chosen], selection=ranking)
     if on_fit is not None:
         on_fit(calibration)
     return calibration
+
+
+@dataclasses.dataclass(frozen=True)
+class _FitInputs:
+    """What a calibration is fitted with besides its data and config (the fold fits of a
+    cross-fitted discrepancy reuse it)."""
+
+    model_parameters: KineticParameters
+    structure: ModelStructure
+    solver: SolverSettings
+    noise: AssayNoise
+    seed: int
+    forecast_settings: object
+
+
+@dataclasses.dataclass(frozen=True)
+class _CompletedStart:
+    """One start taken to an estimate: its calibration, diagnostics rows, end point and the
+    objective's data (noise SDs, prior) it was reached with."""
+
+    start: int
+    calibration: Calibration
+    rows: list[dict]
+    best: LMResult
+    data: ObjectiveData
 
 
 def _warn_held_forms(config: CalibrationConfig, structure: ModelStructure) -> None:
@@ -117,6 +143,17 @@ def _warn_held_forms(config: CalibrationConfig, structure: ModelStructure) -> No
             "model.parameters)",
             structure.describe(),
             ", ".join(held),
+        )
+
+
+def _say_omegas_not_estimated(config: CalibrationConfig) -> None:
+    """Names ``fit.donor_sd_estimated`` entries that are not donor-level (nothing to estimate:
+    e.g. the default's lactate death rate after ``fit.donor_level`` was changed)."""
+    idle = [n for n in config.donor_sd_estimated if n not in config.donor_level]
+    if idle and not config.fit_donor_sd:
+        log.info(
+            "fit.donor_sd_estimated: %s not in fit.donor_level, so no donor SD to estimate",
+            ", ".join(idle),
         )
 
 
@@ -137,6 +174,7 @@ def _drop_unused(config: CalibrationConfig, structure: ModelStructure) -> Calibr
         config,
         fitted=[n for n in config.fitted if n not in unused],
         donor_level=[n for n in config.donor_level if n not in unused],
+        donor_sd_estimated=[n for n in config.donor_sd_estimated if n not in unused],
         profile=[n for n in config.profile if n not in unused],
     )
 
@@ -144,20 +182,14 @@ def _drop_unused(config: CalibrationConfig, structure: ModelStructure) -> Calibr
 def _calibrate_one(
     data: RunData,
     config: CalibrationConfig,
-    *,
-    model_parameters: KineticParameters | None,
-    structure: ModelStructure,
-    solver: SolverSettings,
-    noise: AssayNoise,
-    seed: int,
+    inputs: _FitInputs,
     config_yaml: str,
     progress: bool,
-    forecast_settings,
     on_fit: Callable[[Calibration], None] | None = None,
 ) -> Calibration:
     """:func:`calibrate` for one model structure."""
+    structure, model_parameters = inputs.structure, inputs.model_parameters
     config = _drop_unused(config, structure)
-    model_parameters = default_parameters() if model_parameters is None else model_parameters
     problem = build_problem(
         data, pad_multiple=math.lcm(config.pad_multiple, max(config.devices, 1))
     )
@@ -165,10 +197,12 @@ def _calibrate_one(
         tuple(config.fitted), tuple(config.donor_level), problem.n_donors_padded
     )
     devices = run_devices(config.devices, problem.arrays.n_runs)
-    spec = ModelSpec(layout, structure, solver, config.failure_residual, devices, config.likelihood)
+    spec = ModelSpec(
+        layout, structure, inputs.solver, config.failure_residual, devices, config.likelihood
+    )
     prior = make_prior(model_parameters, layout, config.donor_sds())
     options = LMOptions.from_config(config)
-    noise_sd = np.array([noise.sd(v) for v in MEASURED_VARIABLES])
+    noise_sd = np.array([inputs.noise.sd(v) for v in MEASURED_VARIABLES])
     objective_data = ObjectiveData(problem.arrays, prior, noise_sd)
     log.info(
         "calibrating %d parameters (%d donor-level) to %d measurements of %d runs, %d donors "
@@ -183,7 +217,7 @@ def _calibrate_one(
     )
 
     starts = draw_starts(
-        jax.random.PRNGKey(seed),
+        jax.random.PRNGKey(inputs.seed),
         np.asarray(prior.mean(layout)),
         np.asarray(prior.population_sd),
         layout.size - layout.n_population,
@@ -200,7 +234,8 @@ def _calibrate_one(
         row["from_start"] = row["start"]
     by_forecast = config.start_choice == "forecast" and bool(config.discrepancy.horizons_h)
     # Every start failed (no finite objective): the first goes on, as with objective.
-    starts_kept = (by_forecast and _distinct_optima(outcomes)) or [_index_of(outcomes, first)]
+    distinct = _distinct_optima(outcomes, len(problem.run_ids)) if by_forecast else []
+    starts_kept = distinct or [_index_of(outcomes, first)]
     if len(starts_kept) > 1:
         log.info(
             "starts %s ended at different optima: each is completed, and the one that forecasts "
@@ -208,63 +243,49 @@ def _calibrate_one(
             ", ".join(map(str, starts_kept)),
         )
 
-    # What a fold calibration of the cross-fitted discrepancy is fitted with, besides its data.
-    fold_options = dict(
-        model_parameters=model_parameters,
-        structure=structure,
-        solver=solver,
-        noise=noise,
-        seed=seed,
-        forecast_settings=forecast_settings,
-    )
-
     def learnt(calibration: Calibration) -> Calibration:
-        return _with_discrepancy(calibration, data, config, fold_options)
+        return _with_discrepancy(calibration, data, config, inputs)
 
-    finished = []
+    completed: list[_CompletedStart] = []
+    merged_rows: list[dict] = []  # of starts whose continuation met an earlier one's optimum
     for start in starts_kept:
         rows: list[dict] = []
         best, final_data = fit.complete(outcomes[start][0], objective_data, rows)
         for row in rows:
             row["from_start"] = start
+        if any(_same_optimum(best.objective, c.best.objective) for c in completed):
+            # Continued until it met an optimum already completed: nothing new to score.
+            log.info("start %d, continued, reached the optimum of an earlier start", start)
+            merged_rows += rows
+            continue
         calibration = _assemble(
-            best,
-            final_data,
-            problem,
-            layout,
-            spec,
-            data,
-            model_parameters,
-            structure,
-            noise,
-            config,
-            config_yaml,
+            best, final_data, problem, layout, spec, data, inputs, config, config_yaml
         )
-        if len(starts_kept) > 1:
-            calibration = learnt(calibration)
-        finished.append((start, calibration, rows, best, final_data))
-    chosen = 0
-    if len(finished) > 1:
-        scores = [forecast_score(c.discrepancy) for _, c, *_ in finished]
-        chosen = best_forecast(scores, [c.objective for _, c, *_ in finished])
-        for (start, *_), score in zip(finished, scores, strict=True):
-            log.info("start %d: pseudo-backtest forecast error %.4f", start, score)
+        completed.append(_CompletedStart(start, calibration, rows, best, final_data))
+    if len(completed) > 1:
+        completed = [dataclasses.replace(c, calibration=learnt(c.calibration)) for c in completed]
+        scores = [forecast_score(c.calibration.discrepancy) for c in completed]
+        chosen = completed[best_forecast(scores, [c.calibration.objective for c in completed])]
+        for c, score in zip(completed, scores, strict=True):
+            log.info("start %d: pseudo-backtest forecast error %.4f", c.start, score)
             for row in diagnostics:
-                if row["start"] == start:
+                if row["start"] == c.start:
                     row["forecast_error"] = score
-        log.info("kept start %d", finished[chosen][0])
-    start, calibration, chosen_rows, best, final_data = finished[chosen]
-    later = [row for _, _, rows, *_ in finished for row in rows]
+        log.info("kept start %d", chosen.start)
+    else:
+        chosen = completed[0]
+    later = [row for c in completed for row in c.rows] + merged_rows
+    fit_row = chosen.rows[-1] if chosen.rows else diagnostics[chosen.start]
     for row in diagnostics + later:  # the row of the fit the estimate comes from
-        row["selected"] = row is chosen_rows[-1] if chosen_rows else row is diagnostics[start]
+        row["selected"] = row is fit_row
     calibration = dataclasses.replace(
-        calibration,
+        chosen.calibration,
         diagnostics=pd.DataFrame(diagnostics + later),
-        profiles=fit.profiles(best, final_data, calibration.covariance),
+        profiles=fit.profiles(chosen.best, chosen.data, chosen.calibration.covariance),
     )
     if on_fit is not None:
         on_fit(calibration)
-    if len(finished) > 1 or not config.discrepancy.horizons_h:
+    if len(completed) > 1 or not config.discrepancy.horizons_h:
         return calibration
     return learnt(calibration)
 
@@ -318,9 +339,12 @@ class _Fit:
             best = _record(outcomes, noise_round, problem, rows)
             best = self.continued(best, data, noise_round, rows)
         n_real = layout.n_population + len(problem.donor_ids) * len(layout.donor_level)
-        rounds = config.donor_sd_rounds if config.fit_donor_sd and layout.donor_level else 0
+        estimated = np.array(config.omega_estimated(), bool)
+        rounds = config.donor_sd_rounds if estimated.any() else 0
         for donor_round in range(1, rounds + 1):
-            donor_sd = _donor_sd_update(best, layout, len(problem.donor_ids), n_real)
+            current = np.asarray(data.prior.donor_sd)
+            updated = _donor_sd_update(best, layout, len(problem.donor_ids), n_real, current)
+            donor_sd = np.where(estimated, updated, current)
             log.info("donor SD round %d: %s", donor_round, _format_sd(layout.donor_level, donor_sd))
             prior = dataclasses.replace(data.prior, donor_sd=jnp.asarray(donor_sd))
             data = dataclasses.replace(data, prior=prior)
@@ -344,17 +368,7 @@ class _Fit:
 
 
 def _assemble(
-    best,
-    data,
-    problem,
-    layout,
-    spec,
-    run_data,
-    model_parameters,
-    structure,
-    noise,
-    config,
-    config_yaml,
+    best, data, problem, layout, spec, run_data, inputs: _FitInputs, config, config_yaml
 ) -> Calibration:
     """The calibration at ``best`` (Laplace covariance; no profiles or discrepancy yet)."""
     n_real = layout.n_population + len(problem.donor_ids) * len(layout.donor_level)
@@ -366,15 +380,15 @@ def _assemble(
         donor_ids=problem.donor_ids,
         run_ids=problem.run_ids,
         run_donor_ids=tuple(run_data.donor_of(run_id) for run_id in problem.run_ids),
-        model_parameters=model_parameters,
+        model_parameters=inputs.model_parameters,
         estimate=np.asarray(theta_pop),
         donor_effects=np.asarray(effects)[: len(problem.donor_ids)],
         covariance=laplace_covariance(best.jacobian, keep=n_real),
         prior_sd=np.asarray(data.prior.population_sd),
         donor_sd=np.asarray(data.prior.donor_sd),
         noise=AssayNoise(**dict(zip(MEASURED_VARIABLES, map(float, noise_sd), strict=True))),
-        initial_noise=noise,
-        structure=structure,
+        initial_noise=inputs.noise,
+        structure=inputs.structure,
         solver=spec.solver,
         objective=float(best.objective),
         n_observations=problem.n_observations,
@@ -389,15 +403,15 @@ def _assemble(
 
 
 def _with_discrepancy(
-    calibration: Calibration, data: RunData, config: CalibrationConfig, fold_options: dict
+    calibration: Calibration, data: RunData, config: CalibrationConfig, inputs: _FitInputs
 ) -> Calibration:
     """``calibration`` with the model discrepancy learnt on its training runs
     (``config.discrepancy``: in-sample, or cross-fitted over donor folds, each fold fitted
-    by :func:`_calibrate_one` with ``fold_options``)."""
+    by :func:`_calibrate_one` with the same ``inputs``)."""
     # A local import: forecasting builds on calibration.
     from ..forecast._discrepancy import learn_discrepancy, learn_discrepancy_cross_fitted
 
-    settings = fold_options["forecast_settings"]
+    settings = inputs.forecast_settings
     if not config.discrepancy.folds:
         log.info("learning the forecast's model discrepancy on the training runs")
         discrepancy = learn_discrepancy(calibration, data, config.discrepancy, settings)
@@ -415,12 +429,10 @@ def _with_discrepancy(
     )
 
     def fit_fold(fold_data: RunData) -> Calibration:
-        return _calibrate_one(
-            fold_data, fold_config, config_yaml="", progress=False, **fold_options
-        )
+        return _calibrate_one(fold_data, fold_config, inputs, config_yaml="", progress=False)
 
     discrepancy = learn_discrepancy_cross_fitted(
-        data, fit_fold, config.discrepancy, settings, fold_options["seed"]
+        data, fit_fold, config.discrepancy, settings, inputs.seed
     )
     return dataclasses.replace(calibration, discrepancy=discrepancy)
 
@@ -429,22 +441,30 @@ def _with_discrepancy(
 SAME_OPTIMUM_RTOL = 1.0e-4
 
 
+def _same_optimum(objective: float, other: float) -> bool:
+    return abs(float(objective) - float(other)) <= SAME_OPTIMUM_RTOL * abs(float(other))
+
+
 def _index_of(outcomes, result: LMResult) -> int:
     return next(i for i, (r, _) in enumerate(outcomes) if r is result)
 
 
-def _distinct_optima(outcomes) -> list[int]:
-    """The starts with a finite objective, one per optimum (the first start reaching it), in
-    order of objective."""
-    objectives = np.array([float(r.objective) for r, _ in outcomes])
+def _distinct_optima(outcomes, n_runs: int) -> list[int]:
+    """The starts that ended at a usable point (finite objective and gradient, every run's
+    solve a success), one per optimum (the first start reaching it), in order of objective."""
+    objectives = np.array(
+        [
+            float(r.objective)
+            if np.isfinite(float(r.gradient_norm)) and bool(np.all(r.run_success[:n_runs]))
+            else np.inf
+            for r, _ in outcomes
+        ]
+    )
     kept: list[int] = []
     for i in np.argsort(np.where(np.isfinite(objectives), objectives, np.inf), kind="stable"):
         if not np.isfinite(objectives[i]):
             break
-        if all(
-            abs(objectives[i] - objectives[j]) > SAME_OPTIMUM_RTOL * abs(objectives[j])
-            for j in kept
-        ):
+        if not any(_same_optimum(objectives[i], objectives[j]) for j in kept):
             kept.append(int(i))
     return kept
 
@@ -453,14 +473,24 @@ def _distinct_optima(outcomes) -> list[int]:
 MIN_DONOR_SD = 0.02
 
 
-def _donor_sd_update(best: LMResult, layout: ParameterLayout, n_donors: int, n_real: int):
+def _donor_sd_update(
+    best: LMResult, layout: ParameterLayout, n_donors: int, n_real: int, current: np.ndarray
+):
     """One EM step for the donor SDs (omega) of a Gaussian random-effects model: the mean over
-    the real donors of each effect's square plus its posterior variance (Laplace, at ``best``)."""
+    the real donors of each effect's square plus its posterior variance (Laplace, at ``best``).
+    Where that is not finite (a Jacobian with a failed sensitivity), ``current`` stays."""
     _, effects = layout.split(best.x)
     effects = np.asarray(effects)[:n_donors]
     variance = np.diag(laplace_covariance(best.jacobian, keep=n_real))[layout.n_population :]
     variance = variance.reshape(n_donors, len(layout.donor_level))
-    return np.maximum(np.sqrt(np.mean(effects**2 + variance, axis=0)), MIN_DONOR_SD)
+    updated = np.sqrt(np.mean(effects**2 + variance, axis=0))
+    finite = np.isfinite(updated)
+    if not finite.all():
+        log.warning(
+            "donor SD update not finite: kept at %s",
+            _format_sd(np.asarray(layout.donor_level)[~finite], current[~finite]),
+        )
+    return np.where(finite, np.maximum(updated, MIN_DONOR_SD), current)
 
 
 def _format_sd(names, values) -> str:

@@ -36,7 +36,11 @@ _DEFAULT_DONOR_LEVEL = (
     "susceptible_fraction",
     "base_death_rate_per_h",
     "growth_decline_time_h",
+    "lactate_death_rate_per_h",
 )
+# Donors differ in how lactate kills (the mismatch bench's lognormal_onset); how much is
+# estimated, so that processes where they do not keep a narrow spread (2026-12-07).
+_DEFAULT_OMEGA_ESTIMATED = ("lactate_death_rate_per_h",)
 
 
 START_CHOICES = ("objective", "forecast")
@@ -111,7 +115,9 @@ class CalibrationConfig:
     - ``fit_donor_sd``: re-estimate each donor-level parameter's omega from the fitted donor
       effects (an EM step: ``omega^2 = mean(effect^2 + its posterior variance)``, Laplace) and
       refit, ``donor_sd_rounds`` times; ``donor_sd`` (or ``donor_sd_by_parameter``) is then
-      the first round's value only.
+      the first round's value only. ``donor_sd_estimated``: parameters whose omega is
+      re-estimated so without ``fit_donor_sd`` where they are in ``donor_level`` (the others'
+      stay as given; default the lactate death rate's).
     - ``failure_residual``: residual given to every observation of a run whose ODE solve fails.
     - ``pad_multiple``: runs, observation times and donors are padded to a multiple of this, so
       datasets of similar size reuse compiled code.
@@ -146,6 +152,9 @@ class CalibrationConfig:
     fit_noise: bool = False
     noise_rounds: int = 2
     fit_donor_sd: bool = False
+    donor_sd_estimated: list[str] = dataclasses.field(
+        default_factory=lambda: list(_DEFAULT_OMEGA_ESTIMATED)
+    )
     donor_sd_rounds: int = 2
     failure_residual: float = 1.0e3
     pad_multiple: int = 8
@@ -162,6 +171,10 @@ class CalibrationConfig:
     def donor_sds(self) -> tuple[float, ...]:
         """Omega of each donor-level parameter, in ``donor_level`` order."""
         return tuple(self.donor_sd_by_parameter.get(n, self.donor_sd) for n in self.donor_level)
+
+    def omega_estimated(self) -> tuple[bool, ...]:
+        """Whether each donor-level parameter's omega is re-estimated, in ``donor_level`` order."""
+        return tuple(self.fit_donor_sd or n in self.donor_sd_estimated for n in self.donor_level)
 
 
 def calibration_config_problems(config: CalibrationConfig, key: str = "fit") -> list[str]:
@@ -186,6 +199,7 @@ def calibration_config_problems(config: CalibrationConfig, key: str = "fit") -> 
             problems.append(f"{key}.donor_sd_by_parameter.{name}: not in {key}.donor_level")
         elif not (math.isfinite(sd) and sd > 0):
             problems.append(f"{key}.donor_sd_by_parameter.{name}={sd!r}: must be > 0")
+    names("donor_sd_estimated", known, "not a kinetic parameter (see docs/parameters.md)")
     names("profile", set(config.fitted), f"not in {key}.fitted")
     if config.start_choice not in START_CHOICES:
         problems.append(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import re
 import warnings
@@ -48,6 +49,8 @@ from ..data import RunData
 from ..kinetics import PARAMETER_TABLE, KineticParameters, ModelStructure, to_unconstrained
 from ..process import Recipe, build_schedule
 from ._sbml import ExtraParameter, _event_groups as event_groups, export_sbml
+
+log = logging.getLogger(__name__)
 
 BEFORE_EVENT_H = 1.0e-6
 _SPECS = {spec.name: spec for spec in PARAMETER_TABLE}
@@ -103,6 +106,13 @@ def export_petab(
                 f"fit.{key}=true: the PEtab problem holds the noise and donor SDs fixed "
                 "(noise.*, fit.donor_sd); export without it"
             )
+    if config.donor_sd_estimated:
+        log.warning(
+            "fit.donor_sd_estimated=%s: the PEtab problem holds each omega at its given value "
+            "(fit.donor_sd, fit.donor_sd_by_parameter), the problem of the calibration's first "
+            "fit, before its omega rounds",
+            list(config.donor_sd_estimated),
+        )
     run_ids = tuple(data.run_ids)
     if data.measurements.empty:
         raise TwinInputError("the run data has no measurements: nothing to calibrate against")
@@ -334,8 +344,6 @@ def _petab_pandas():
 
 def lint_petab(yaml_path: Path) -> list[str]:
     """PEtab's own checks (what ``petablint`` runs): each error, one line; empty if none."""
-    import logging
-
     import petab
 
     messages: list[str] = []
