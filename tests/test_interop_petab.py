@@ -1,6 +1,7 @@
 """PEtab export: passes PEtab's lint, and its objective (simulated by roadrunner, scored by
 PEtab) equals the twin's calibration objective."""
 
+import dataclasses
 import math
 
 import jax.numpy as jnp
@@ -125,6 +126,13 @@ def test_export_holds_an_estimated_omega_at_its_given_value_and_says_so(example,
     with caplog.at_level("WARNING", logger="twin.interop._petab"):
         export_petab(example, tmp_path, config, model_parameters=default_parameters())
     assert "fit.donor_sd_estimated=['base_death_rate_per_h']" in caplog.text
+    caplog.clear()  # a name that is not donor-level has no omega to hold: no warning
+    not_donor_level = dataclasses.replace(config, donor_sd_estimated=["lysis_rate_per_h"])
+    with caplog.at_level("WARNING", logger="twin.interop._petab"):
+        export_petab(
+            example, tmp_path / "again", not_donor_level, model_parameters=default_parameters()
+        )
+    assert "donor_sd_estimated" not in caplog.text
     parameters = pd.read_csv(tmp_path / "parameters.tsv", sep="\t")
     effects = parameters[parameters["parameterName"].str.startswith("base_death_rate_per_h[")]
     assert len(effects) and (effects["objectivePriorParameters"] == "0.0;0.6").all()

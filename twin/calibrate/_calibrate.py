@@ -338,7 +338,7 @@ class _Fit:
             outcomes = self.refit(best.x, data, f"noise round {noise_round}")
             best = _record(outcomes, noise_round, problem, rows)
             best = self.continued(best, data, noise_round, rows)
-        n_real = layout.n_population + len(problem.donor_ids) * len(layout.donor_level)
+        n_real = _n_real(layout, problem)
         estimated = np.array(config.omega_estimated(), bool)
         rounds = config.donor_sd_rounds if estimated.any() else 0
         for donor_round in range(1, rounds + 1):
@@ -371,7 +371,7 @@ def _assemble(
     best, data, problem, layout, spec, run_data, inputs: _FitInputs, config, config_yaml
 ) -> Calibration:
     """The calibration at ``best`` (Laplace covariance; no profiles or discrepancy yet)."""
-    n_real = layout.n_population + len(problem.donor_ids) * len(layout.donor_level)
+    n_real = _n_real(layout, problem)
     theta_pop, effects = layout.split(best.x)
     noise_sd = np.asarray(data.noise_sd)
     return Calibration(
@@ -467,6 +467,11 @@ def _distinct_optima(outcomes, n_runs: int) -> list[int]:
         if not any(_same_optimum(objectives[i], objectives[j]) for j in kept):
             kept.append(int(i))
     return kept
+
+
+def _n_real(layout: ParameterLayout, problem: CalibrationProblem) -> int:
+    """Unknowns that are not padding: the population parameters and the real donors' effects."""
+    return layout.n_population + len(problem.donor_ids) * len(layout.donor_level)
 
 
 # An omega below this (estimation scale) would pin every donor to the population value.

@@ -106,12 +106,17 @@ def export_petab(
                 f"fit.{key}=true: the PEtab problem holds the noise and donor SDs fixed "
                 "(noise.*, fit.donor_sd); export without it"
             )
-    if config.donor_sd_estimated:
+    estimated = [
+        name
+        for name, is_estimated in zip(config.donor_level, config.omega_estimated(), strict=True)
+        if is_estimated
+    ]
+    if estimated:
         log.warning(
             "fit.donor_sd_estimated=%s: the PEtab problem holds each omega at its given value "
             "(fit.donor_sd, fit.donor_sd_by_parameter), the problem of the calibration's first "
             "fit, before its omega rounds",
-            list(config.donor_sd_estimated),
+            estimated,
         )
     run_ids = tuple(data.run_ids)
     if data.measurements.empty:
