@@ -128,3 +128,45 @@ def test_a_breakpoint_on_an_event_time_still_jumps():
         run = simulate_events(plant, recipe.events(), p)
         assert run.success, run.message
         assert run.harvest["viable_cells"] > 1.5 * recipe.seed_cells  # the cells did divide
+
+
+def test_replicative_division_moves_generations_and_keeps_copies_per_cell():
+    """Each division adds one cell (two daughters in the next generation replace the mother);
+    the last generation renews itself; a copy pool divides with its cells, so copies per cell
+    are unchanged by division."""
+    from twin.plants._replicative import NG, _divide
+
+    rng = np.random.default_rng(0)
+    cells, rate = rng.uniform(1, 5, NG), rng.uniform(0.01, 0.05, NG)
+    d = _divide(cells, rate)
+    np.testing.assert_allclose(d.sum(), rate @ cells, rtol=1e-12)
+    np.testing.assert_allclose(d[0], -rate[0] * cells[0])
+    np.testing.assert_allclose(d[-1], 2 * rate[-2] * cells[-2] + rate[-1] * cells[-1])
+    copies = 1.7 * cells
+    np.testing.assert_allclose(_divide(copies, rate), 1.7 * d, rtol=1e-12)
+
+
+def test_replicative_decline_follows_divisions_not_culture_age():
+    """Without a division limit (ratio near 1) the replicative plant keeps expanding; with the
+    median donor's it slows as generations accumulate, and a faster-dividing donor reaches
+    the slow generations sooner (its late growth is the smaller share of its early growth)."""
+    plant = get_plant("replicative")
+    recipe = _closed_recipe(seed_cells=5e7)
+    base = plant.population() | {  # no medium limits: only the generations slow division
+        "glucose_uptake_pmol_per_cell_h": 1e-12,
+        "il2_uptake_IU_per_cell_h": 1e-15,
+        "il2_half_life_h": 1e9,
+    }
+
+    def fold(p, start, end):
+        run = simulate_events(plant, recipe.events(), p, states_at=[start, end])
+        counts = [s["viable_cells"] for s in run.samples[:2]]
+        return counts[1] / counts[0]
+
+    unlimited = base | {"division_potential_ratio": 1.0 - 1e-9}
+    assert fold(unlimited, 120.0, 160.0) > 1.3 * fold(base, 120.0, 160.0)
+    slow, fast = base, base | {"max_growth_rate_per_h": 2 * base["max_growth_rate_per_h"]}
+    late_over_early = [
+        np.log(fold(p, 120.0, 160.0)) / np.log(fold(p, 60.0, 100.0)) for p in (slow, fast)
+    ]
+    assert late_over_early[1] < late_over_early[0]

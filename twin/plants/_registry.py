@@ -7,10 +7,12 @@ from ._base import Plant
 from ._cytokine import CytokinePlant
 from ._fixed_delay import FixedDelayPlant
 from ._lognormal_onset import LognormalOnsetPlant
+from ._replicative import ReplicativePlant
 from ._signal import SignalPlant
 
 PLANTS: dict[str, type[Plant]] = {
-    cls.name: cls for cls in (FixedDelayPlant, SignalPlant, LognormalOnsetPlant, CytokinePlant)
+    cls.name: cls
+    for cls in (FixedDelayPlant, SignalPlant, LognormalOnsetPlant, CytokinePlant, ReplicativePlant)
 }
 
 
