@@ -3,7 +3,7 @@
     python experiments/calibrate.py data_dir=path/to/folder
     python experiments/calibrate.py fit.fit_noise=true fit.n_starts=5
     python experiments/calibrate.py 'fit.profile=[activation_lag_h]'
-    python experiments/calibrate.py 'fit.select=[default,"decline=hill",lag_stages=8]'
+    python experiments/calibrate.py 'fit.select=[default,"decline=hill","lag_stages=8"]'
 
 Writes into the run directory: ``calibration.nc`` (estimates, Laplace covariance, donor
 effects, noise SDs, diagnostics, the resolved config; read it back with
