@@ -152,7 +152,7 @@ def test_replicative_decline_follows_divisions_not_culture_age():
     the slow generations sooner (its late growth is the smaller share of its early growth)."""
     plant = get_plant("replicative")
     recipe = _closed_recipe(seed_cells=5e7)
-    base = plant.population() | {  # no medium limits: only the generations slow division
+    base = plant.population() | {  # glucose and IL-2 never run low (density still limits)
         "glucose_uptake_pmol_per_cell_h": 1e-12,
         "il2_uptake_IU_per_cell_h": 1e-15,
         "il2_half_life_h": 1e9,
