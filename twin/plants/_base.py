@@ -175,3 +175,32 @@ def gamma_classes(shape: float, n: int = 3) -> tuple[np.ndarray, np.ndarray]:
 
 def decay_rate(half_life_h: float) -> float:
     return np.log(2.0) / half_life_h
+
+
+def medium_rates(
+    p: dict,
+    volume_ml: float,
+    glucose_uptake_mM_h: float,
+    il2_IU_per_mL: float,
+    il2_consumers_M: float,
+    il2_half_IU_per_mL: float,
+    vector_MTU_per_mL: float,
+    vector_bound_MTU_per_mL_h: float,
+) -> tuple[float, float, float, float]:
+    """d/dt of the solutes every plant carries (:data:`SOLUTES`, in order) given what its cells
+    take up: lactate made at ``lactate_per_glucose`` per glucose, IL-2 consumed by
+    ``il2_consumers_M`` million cells (saturating at ``il2_half_IU_per_mL``) and decaying,
+    vector bound by cells and decaying."""
+    il2 = il2_IU_per_mL
+    return (
+        -glucose_uptake_mM_h,
+        p["lactate_per_glucose"] * glucose_uptake_mM_h,
+        -1e6
+        * p["il2_uptake_IU_per_cell_h"]
+        * il2_consumers_M
+        / volume_ml
+        * il2
+        / (il2 + il2_half_IU_per_mL)
+        - decay_rate(p["il2_half_life_h"]) * il2,
+        -decay_rate(p["vector_half_life_h"]) * vector_MTU_per_mL - vector_bound_MTU_per_mL_h,
+    )

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ._base import Context, Param, Plant, copy_class_flow, decay_rate
+from ._base import Context, Param, Plant, copy_class_flow, medium_rates
 
 K = 5
 RESTING, UNRESPONSIVE, DEAD, HELD, REFRACTORY_STAGED, REFRACTORY_CYCLING = range(6)
@@ -152,14 +152,8 @@ class CytokinePlant(Plant):
         q = p["glucose_uptake_pmol_per_cell_h"] * G / (G + p["uptake_monod_mM"])
         resting = y[RESTING] + y[UNRESPONSIVE] + y[HELD]
         uptake_mM_h = q * (cycling + 0.6 * staged + 0.1 * resting) / V
-        dy[c] = -uptake_mM_h
-        dy[c + 1] = p["lactate_per_glucose"] * uptake_mM_h
-        dy[c + 2] = (
-            -1e6 * p["il2_uptake_IU_per_cell_h"] * cycling / V * I2 / (I2 + p["il2_half_IU_per_mL"])
-            - decay_rate(p["il2_half_life_h"]) * I2
-        )
-        dy[c + 3] = (
-            -decay_rate(p["vector_half_life_h"]) * vec
-            - (hit_lag * (s1.sum() + s2.sum()) + hit * cyc.sum()) / V
+        bound = (hit_lag * (s1.sum() + s2.sum()) + hit * cyc.sum()) / V
+        dy[c : c + 4] = medium_rates(
+            p, V, uptake_mM_h, I2, cycling, p["il2_half_IU_per_mL"], vec, bound
         )
         return dy

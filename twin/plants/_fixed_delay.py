@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ._base import Context, Param, Plant, copy_class_flow, decay_rate, gamma_classes
+from ._base import Context, Param, Plant, copy_class_flow, gamma_classes, medium_rates
 
 J = 3  # susceptibility classes
 K = 5  # copy classes 0..K
@@ -150,16 +150,7 @@ class FixedDelayPlant(Plant):
         uptake_mM_h = uptake * G / (G + 0.05) / V
         hits_MTU = (hit_lag @ primed.sum(1) + hit @ cycling.sum(1)) / V
         c = self.cell_states
-        dy[c] = -uptake_mM_h
-        dy[c + 1] = p["lactate_per_glucose"] * uptake_mM_h
-        dy[c + 2] = (
-            -1e6
-            * p["il2_uptake_IU_per_cell_h"]
-            * n_cycling
-            / V
-            * I2
-            / (I2 + p["il2_monod_IU_per_mL"])
-            - decay_rate(p["il2_half_life_h"]) * I2
+        dy[c : c + 4] = medium_rates(
+            p, V, uptake_mM_h, I2, n_cycling, p["il2_monod_IU_per_mL"], vec, hits_MTU
         )
-        dy[c + 3] = -decay_rate(p["vector_half_life_h"]) * vec - hits_MTU
         return dy

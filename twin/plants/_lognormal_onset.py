@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 from scipy.special import erfcx
 
-from ._base import Context, Param, Plant, copy_class_flow, decay_rate
+from ._base import Context, Param, Plant, copy_class_flow, medium_rates
 
 K = 5
 _BLOCK = 2 * (K + 1)  # permissive / non-permissive x copy classes
@@ -140,19 +140,8 @@ class LognormalOnsetPlant(Plant):
         uptake = (p["glucose_per_new_cell_pmol"] * mu + m) * n_cycling
         uptake += 0.5 * m * n_waiting + 0.1 * m * (y[RESTING] + y[UNRESPONSIVE])
         uptake_mM_h = uptake * G / (G + p["uptake_monod_mM"]) / V
-        dy[c] = -uptake_mM_h
-        dy[c + 1] = p["lactate_per_glucose"] * uptake_mM_h
-        dy[c + 2] = (
-            -1e6
-            * p["il2_uptake_IU_per_cell_h"]
-            * n_cycling
-            / V
-            * I2
-            / (I2 + p["il2_monod_IU_per_mL"])
-            - decay_rate(p["il2_half_life_h"]) * I2
-        )
-        dy[c + 3] = (
-            -decay_rate(p["vector_half_life_h"]) * vec
-            - (hit_wait @ waiting.sum(1) + hit @ cycling.sum(1)) / V
+        bound = (hit_wait @ waiting.sum(1) + hit @ cycling.sum(1)) / V
+        dy[c : c + 4] = medium_rates(
+            p, V, uptake_mM_h, I2, n_cycling, p["il2_monod_IU_per_mL"], vec, bound
         )
         return dy

@@ -32,7 +32,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ._base import Context, Param, Plant, decay_rate
+from ._base import Context, Param, Plant, medium_rates
 
 NG = 12  # generations of dividing cells tracked (the last lumps every later one)
 RESTING, UNRESPONSIVE, DEAD = 0, 1, 2
@@ -156,16 +156,8 @@ class ReplicativePlant(Plant):
         q = p["glucose_uptake_pmol_per_cell_h"] * G / (G + p["uptake_monod_mM"])
         weighted = dividing @ (0.4 + 0.6 * potential) + 0.08 * (y[RESTING] + y[UNRESPONSIVE])
         uptake_mM_h = q * weighted / V
-        dy[c] = -uptake_mM_h
-        dy[c + 1] = p["lactate_per_glucose"] * uptake_mM_h
-        dy[c + 2] = (
-            -1e6
-            * p["il2_uptake_IU_per_cell_h"]
-            * dividing.sum()
-            / V
-            * I2
-            / (I2 + p["il2_monod_IU_per_mL"])
-            - decay_rate(p["il2_half_life_h"]) * I2
+        n_dividing = dividing.sum()
+        dy[c : c + 4] = medium_rates(
+            p, V, uptake_mM_h, I2, n_dividing, p["il2_monod_IU_per_mL"], vec, hit * n_dividing / V
         )
-        dy[c + 3] = -decay_rate(p["vector_half_life_h"]) * vec - hit * dividing.sum() / V
         return dy

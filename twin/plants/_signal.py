@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ._base import Context, Param, Plant, copy_class_flow, decay_rate
+from ._base import Context, Param, Plant, copy_class_flow, decay_rate, medium_rates
 
 K = 5
 RESTING, UNRESPONSIVE, BLAST, REFRACTORY, DEAD = 0, 1, 2, 3, 4
@@ -130,17 +130,9 @@ class SignalPlant(Plant):
 
         q = p["glucose_uptake_pmol_per_cell_h"] * G / (G + p["uptake_monod_mM"])
         uptake_mM_h = q * (y[BLAST] + cycling + 0.15 * (y[RESTING] + y[UNRESPONSIVE])) / V
-        dy[c] = -uptake_mM_h
-        dy[c + 1] = p["lactate_per_glucose"] * uptake_mM_h
-        dy[c + 2] = (
-            -1e6
-            * p["il2_uptake_IU_per_cell_h"]
-            * (cycling + y[BLAST])
-            / V
-            * I2
-            / (I2 + p["il2_monod_IU_per_mL"])
-            - decay_rate(p["il2_half_life_h"]) * I2
+        bound = hit * susceptible.sum() / V
+        dy[c : c + 4] = medium_rates(
+            p, V, uptake_mM_h, I2, cycling + y[BLAST], p["il2_monod_IU_per_mL"], vec, bound
         )
-        dy[c + 3] = -decay_rate(p["vector_half_life_h"]) * vec - hit * susceptible.sum() / V
         dy[c + 4] = -decay_rate(p["signal_half_life_h"]) * S
         return dy
